@@ -1,0 +1,122 @@
+# mmdiff - portable differentiable mmWave ray tracer (C11 + OpenCL 1.2)
+#
+#   make            build build/mmdiff
+#   make test       build and run the unit tests on the default OpenCL device (PoCL in CI)
+#   make test-asan  the same under AddressSanitizer + UndefinedBehaviorSanitizer
+#   make bench      performance figures (BENCH lines), see BENCHMARKS.md
+#   make demo       install missing packages, build, run the shipped example
+#   make install    PREFIX=/usr/local DESTDIR=
+#   make deps       install the Debian packages (or print the command)
+
+PREFIX ?= /usr/local
+BUILD ?= build
+CC ?= cc
+PKG_CONFIG ?= pkg-config
+PKGS := OpenCL yaml-0.1
+
+PKG_CFLAGS := $(shell $(PKG_CONFIG) --cflags $(PKGS) 2>/dev/null)
+PKG_LIBS := $(shell $(PKG_CONFIG) --libs $(PKGS) 2>/dev/null)
+ifeq ($(PKG_LIBS),)
+  PKG_LIBS := -lOpenCL -lyaml
+endif
+
+OPT ?= -O2
+CFLAGS ?= $(OPT) -g
+# -ffp-contract=off: host references must round exactly like the kernels (which also
+# disable contraction), so hits and t compare bit-for-bit.
+ALL_CFLAGS := -std=c11 -Wall -Wextra -Wno-unused-parameter -ffp-contract=off -pthread \
+              -D_GNU_SOURCE -Iinclude -I$(BUILD)/gen $(PKG_CFLAGS) $(CFLAGS)
+LDLIBS := $(PKG_LIBS) -lm -lpthread
+VERSION := $(shell git describe --always --dirty 2>/dev/null || echo 0.1.0)
+
+# Embree 3 is used by `make bench` only, as the reference, when its headers exist.
+EMBREE := $(shell test -f /usr/include/embree3/rtcore.h && echo 1)
+
+LIB_SRC := $(sort $(filter-out src/cli/%,$(wildcard src/*/*.c)))
+CLI_SRC := $(sort $(wildcard src/cli/*.c))
+CL_SRC := $(sort $(wildcard cl/*.cl cl/*.h)) $(wildcard include/mmd_shared.h include/mmd_isect.h)
+TEST_SRC := $(sort $(wildcard test/test_*.c))
+
+LIB_OBJ := $(LIB_SRC:%.c=$(BUILD)/obj/%.o) $(BUILD)/obj/gen/kernels.o
+CLI_OBJ := $(CLI_SRC:%.c=$(BUILD)/obj/%.o)
+TEST_BIN := $(TEST_SRC:test/%.c=$(BUILD)/test/%)
+LIB := $(BUILD)/libmmdiff.a
+BIN := $(BUILD)/mmdiff
+
+.PHONY: all test test-asan bench demo install clean deps check-deps
+all: check-deps $(BIN)
+
+check-deps:
+	@$(PKG_CONFIG) --exists $(PKGS) 2>/dev/null || { \
+	  echo "mmdiff: missing build dependencies (pkg-config: $(PKGS))."; \
+	  echo "  install them with:  make deps   (or: sudo apt-get install ocl-icd-opencl-dev opencl-headers pocl-opencl-icd libclblast-dev libyaml-dev libstb-dev pkg-config)"; \
+	  exit 1; }
+
+deps:
+	@sh tools/install-deps.sh
+
+$(BUILD)/tools/embed: tools/embed.c
+	@mkdir -p $(dir $@)
+	$(CC) -O1 -o $@ $<
+
+$(BUILD)/gen/kernels.c: $(CL_SRC) $(BUILD)/tools/embed
+	@mkdir -p $(dir $@)
+	$(BUILD)/tools/embed $@ $(CL_SRC)
+
+$(BUILD)/obj/gen/kernels.o: $(BUILD)/gen/kernels.c
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -c -o $@ $<
+
+$(BUILD)/obj/src/cli/main.o: ALL_CFLAGS += -DMMD_VERSION=\"$(VERSION)\"
+
+$(BUILD)/obj/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -MMD -MP -c -o $@ $<
+
+$(LIB): $(LIB_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(BIN): $(CLI_OBJ) $(LIB)
+	$(CC) $(ALL_CFLAGS) -o $@ $(CLI_OBJ) $(LIB) $(LDLIBS)
+
+$(BUILD)/test/%: test/%.c $(LIB) test/mmd_test.h
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -Itest -o $@ $< $(LIB) $(LDLIBS)
+
+# Tests run on the default device ($MMDIFF_DEVICE or auto); kernel binaries are cached
+# under the build folder so repeated runs skip the OpenCL compile.
+test: check-deps $(BIN) $(TEST_BIN)
+	@MMDIFF_CACHE_DIR=$${MMDIFF_CACHE_DIR:-$(CURDIR)/$(BUILD)/clcache} MMD_BIN=$(CURDIR)/$(BIN) \
+	  MMD_SHARED=$${MMD_SHARED:-$(CURDIR)/../shared} test/run_tests.sh $(TEST_BIN)
+
+test-asan:
+	$(MAKE) BUILD=build-asan OPT=-O1 \
+	  CFLAGS="-O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" \
+	  LDFLAGS="-fsanitize=address,undefined" test
+
+BENCH_SRC := $(sort $(wildcard tools/bench*.c))
+ifeq ($(EMBREE),1)
+  BENCH_FLAGS := -DMMD_HAVE_EMBREE=1
+  BENCH_LIBS := -lembree3
+endif
+$(BUILD)/bench: $(BENCH_SRC) $(LIB)
+	$(CC) $(ALL_CFLAGS) $(BENCH_FLAGS) -o $@ $(BENCH_SRC) $(LIB) $(LDLIBS) $(BENCH_LIBS)
+
+bench: check-deps $(BUILD)/bench
+	MMDIFF_CACHE_DIR=$${MMDIFF_CACHE_DIR:-$(CURDIR)/$(BUILD)/clcache} $(BUILD)/bench
+
+demo:
+	@sh tools/install-deps.sh --if-missing
+	$(MAKE) all
+	sh tools/demo.sh
+
+install: all
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/doc/mmdiff
+	install -m 755 $(BIN) $(DESTDIR)$(PREFIX)/bin/mmdiff
+	install -m 644 README.md $(DESTDIR)$(PREFIX)/share/doc/mmdiff/
+
+clean:
+	rm -rf build build-asan
+
+-include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)

@@ -1,0 +1,64 @@
+/*
+ * mmd_bvh.h - host-side LBVH construction, flattened to the wide (8-ary) node layout
+ * described in mmd_shared.h, plus plain-C reference traversal used by the tests.
+ *
+ * Build: Morton codes (30 bits, 10 per axis, on triangle centroids in the scene bbox)
+ * -> parallel LSD radix sort (pthreads) -> Karras 2012 binary hierarchy -> bottom-up
+ * AABBs -> collapse to 8-wide nodes with small leaves -> depth-first flattening.
+ * Degenerate (zero-area) and duplicate triangles are kept (they are valid scene
+ * content; a degenerate triangle is simply never hit).
+ *
+ * Example:
+ *     mmd_bvh *b = NULL;
+ *     mmd_bvh_build(scene->vertices, scene->indices, scene->n_triangles, NULL, &b);
+ *     mmd_hit h = mmd_bvh_closest_ref(b, &ray);   // host reference traversal
+ *     mmd_bvh_destroy(b);
+ */
+#ifndef MMD_BVH_H
+#define MMD_BVH_H
+
+#include "mmd_core.h"
+#include "mmd_shared.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct mmd_bvh_options {
+    int threads;        /* 0 = mmd_num_threads() */
+    int max_leaf_tris;  /* 1..MMD_LEAF_MAX_TRIS, default 4 */
+} mmd_bvh_options;
+
+typedef struct mmd_bvh {
+    uint32_t n_nodes;
+    mmd_bvh8_node *nodes;   /* depth-first, root at 0 */
+    uint32_t n_tris;
+    mmd_tri *tris;          /* triangles in leaf order; tris[i].prim = scene triangle id */
+    float bbox_min[3], bbox_max[3];
+    double build_seconds;   /* wall time of the last build */
+    int depth;              /* max depth in wide nodes (root = 1) */
+} mmd_bvh;
+
+mmd_status mmd_bvh_build(const float *vertices, const uint32_t *indices, uint32_t n_tris,
+                         const mmd_bvh_options *opt, mmd_bvh **out);
+void mmd_bvh_destroy(mmd_bvh *b);
+
+/* Structural check: every triangle reachable exactly once, child boxes inside their
+ * parent's box, leaf boxes contain their triangles, no cycles. Returns MMD_OK or
+ * MMD_ERR_INTERNAL with a message. */
+mmd_status mmd_bvh_validate(const mmd_bvh *b);
+
+/* Plain-C references (single ray, scalar code). The closest-hit tie rule (equal t:
+ * smaller prim wins) and the ray/triangle test (mmd_isect.h) are shared with the
+ * kernels so results are identical. */
+mmd_hit mmd_bvh_closest_ref(const mmd_bvh *b, const mmd_ray *r);
+int mmd_bvh_any_ref(const mmd_bvh *b, const mmd_ray *r);
+mmd_hit mmd_brute_closest(const float *vertices, const uint32_t *indices, uint32_t n_tris,
+                          const mmd_ray *r);
+int mmd_brute_any(const float *vertices, const uint32_t *indices, uint32_t n_tris,
+                  const mmd_ray *r);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

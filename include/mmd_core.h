@@ -1,0 +1,99 @@
+/*
+ * mmd_core.h - status codes, error reporting, logging and small utilities shared by
+ * every stage of mmdiff.
+ *
+ * Library code never calls exit(): every fallible call returns an mmd_status and, on
+ * failure, leaves one human-readable message (naming the file, line/field and what was
+ * expected) in a thread-local buffer that the CLI prints once.
+ *
+ *     mmd_status st = mmd_scene_load("room.ply", &scene);
+ *     if (st != MMD_OK) { fprintf(stderr, "mmdiff: %s\n", mmd_last_error()); return 1; }
+ *
+ * Long pipelines use sticky codes: `if (st == MMD_OK) st = next_step(...);`.
+ */
+#ifndef MMD_CORE_H
+#define MMD_CORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef enum mmd_status {
+    MMD_OK = 0,
+    MMD_ERR_IO,        /* file missing, unreadable, unwritable */
+    MMD_ERR_PARSE,     /* malformed input file (PLY/XML/YAML/NPY/CSV) */
+    MMD_ERR_INVALID,   /* well-formed input with an invalid value (range, NaN, unknown name) */
+    MMD_ERR_NOMEM,     /* host allocation failed or a size limit was exceeded */
+    MMD_ERR_NODEVICE,  /* no OpenCL platform/device, or none matches the selection */
+    MMD_ERR_CL,        /* OpenCL runtime error (allocation, enqueue, ...) */
+    MMD_ERR_BUILD,     /* OpenCL program build failure */
+    MMD_ERR_INTERNAL   /* should not happen; a bug */
+} mmd_status;
+
+/* Short name of a status ("io", "parse", ...). */
+const char *mmd_status_name(mmd_status st);
+
+/* Record an error message (printf-style) for this thread and return `st`. A later call
+ * overwrites the earlier message, so only the innermost (most specific) call should set
+ * it; callers that merely propagate keep it with `return st;`. */
+mmd_status mmd_error(mmd_status st, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 2, 3)))
+#endif
+    ;
+const char *mmd_last_error(void);
+void mmd_clear_error(void);
+
+/* Logging to stderr. Level: 0 quiet, 1 info (default), 2 debug. MMDIFF_LOG overrides. */
+void mmd_log_set_level(int level);
+int mmd_log_level(void);
+void mmd_log(int level, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 2, 3)))
+#endif
+    ;
+#define mmd_info(...) mmd_log(1, __VA_ARGS__)
+#define mmd_debug(...) mmd_log(2, __VA_ARGS__)
+
+/* Allocation that reports MMD_ERR_NOMEM with what was being allocated. Returns NULL on
+ * failure (message set). Sizes are checked for overflow. */
+void *mmd_malloc(size_t count, size_t size, const char *what);
+void *mmd_calloc(size_t count, size_t size, const char *what);
+void *mmd_realloc(void *p, size_t count, size_t size, const char *what);
+
+/* Read a whole file into a NUL-terminated buffer. */
+mmd_status mmd_read_file(const char *path, char **data, size_t *size);
+
+/* Write a file atomically: write to "<path>.tmp.<pid>" then rename over `path`, so a
+ * reader never sees a half-written result. */
+mmd_status mmd_write_file_atomic(const char *path, const void *data, size_t size);
+
+/* Join a directory (or the directory part of a file path when `base_is_file`) and a
+ * relative path; absolute `rel` is returned as is. Returns a malloc'ed string. */
+char *mmd_path_join(const char *base, const char *rel, int base_is_file);
+
+/* Monotonic wall clock in seconds. */
+double mmd_now(void);
+
+/* Number of hardware threads to use for host-side parallel work (MMDIFF_THREADS
+ * overrides; at least 1). */
+int mmd_num_threads(void);
+
+/* 64-bit FNV-1a hash, chainable via `seed` (use MMD_FNV_SEED for the first call). */
+#define MMD_FNV_SEED 0xcbf29ce484222325ULL
+uint64_t mmd_hash64(const void *data, size_t size, uint64_t seed);
+
+/* Small deterministic RNG (PCG32) for host-side sampling and tests. */
+typedef struct mmd_rng { uint64_t state, inc; } mmd_rng;
+void mmd_rng_seed(mmd_rng *r, uint64_t seed, uint64_t stream);
+uint32_t mmd_rng_u32(mmd_rng *r);
+double mmd_rng_uniform(mmd_rng *r); /* [0,1) */
+
+#ifdef __cplusplus
+}
+#endif
+#endif

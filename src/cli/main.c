@@ -1,0 +1,86 @@
+/* mmdiff command-line entry point: global options, then dispatch to a sub-command. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+#include "mmd_core.h"
+
+#ifndef MMD_VERSION
+#define MMD_VERSION "0.1.0"
+#endif
+
+typedef struct command {
+    const char *name;
+    int (*run)(const mmd_cli_opts *, int, char **);
+    const char *help;
+} command;
+
+static const command commands[] = {
+    {"devices", mmd_cmd_devices, "list OpenCL platforms and devices"},
+    {"info", mmd_cmd_info, "load a scene (PLY, Mitsuba XML, scene YAML) and print its contents"},
+};
+
+static void usage(FILE *f)
+{
+    fprintf(f, "mmdiff %s - portable differentiable mmWave ray tracer (OpenCL)\n\n"
+               "usage: mmdiff [--device SEL] [-v|-q] COMMAND [ARGS]\n\ncommands:\n", MMD_VERSION);
+    for (size_t i = 0; i < sizeof commands / sizeof *commands; i++)
+        fprintf(f, "  %-10s %s\n", commands[i].name, commands[i].help);
+    fprintf(f, "  %-10s %s\n", "version", "print the version");
+    fprintf(f, "\noptions:\n"
+               "  --device SEL   auto (default: first GPU, else CPU), gpu, cpu, P:D, or a name substring\n"
+               "                 (also MMDIFF_DEVICE)\n"
+               "  -v, -q         more / less logging on stderr (also MMDIFF_LOG=0|1|2)\n"
+               "environment: MMDIFF_KERNEL_DIR (override kernel sources), MMDIFF_CACHE=off,\n"
+               "             MMDIFF_CACHE_DIR (compiled-kernel cache), MMDIFF_THREADS\n");
+}
+
+int mmd_cli_fail(void)
+{
+    fprintf(stderr, "mmdiff: error: %s\n", mmd_last_error());
+    return 1;
+}
+
+int main(int argc, char **argv)
+{
+    mmd_cli_opts o = {0};
+    int i = 1;
+    for (; i < argc && argv[i][0] == '-'; i++) {
+        if (!strcmp(argv[i], "--device") && i + 1 < argc) {
+            o.device = argv[++i];
+        } else if (!strncmp(argv[i], "--device=", 9)) {
+            o.device = argv[i] + 9;
+        } else if (!strcmp(argv[i], "-v") || !strcmp(argv[i], "--verbose")) {
+            mmd_log_set_level(2);
+        } else if (!strcmp(argv[i], "-q") || !strcmp(argv[i], "--quiet")) {
+            mmd_log_set_level(0);
+        } else if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
+            usage(stdout);
+            return 0;
+        } else if (!strcmp(argv[i], "--version")) {
+            printf("mmdiff %s\n", MMD_VERSION);
+            return 0;
+        } else {
+            fprintf(stderr, "mmdiff: error: unknown option '%s' (see mmdiff --help)\n", argv[i]);
+            return 2;
+        }
+    }
+    if (i >= argc) {
+        usage(stderr);
+        return 2;
+    }
+    const char *cmd = argv[i];
+    if (!strcmp(cmd, "help")) {
+        usage(stdout);
+        return 0;
+    }
+    if (!strcmp(cmd, "version")) {
+        printf("mmdiff %s\n", MMD_VERSION);
+        return 0;
+    }
+    for (size_t k = 0; k < sizeof commands / sizeof *commands; k++)
+        if (!strcmp(cmd, commands[k].name)) return commands[k].run(&o, argc - i, argv + i);
+    fprintf(stderr, "mmdiff: error: unknown command '%s' (see mmdiff --help)\n", cmd);
+    return 2;
+}
