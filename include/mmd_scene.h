@@ -4,15 +4,21 @@
  *
  * Inputs (chosen by file extension / content):
  *   *.ply   ASCII or binary (little/big endian) PLY; polygons fan-split; extra vertex and
- *           face properties skipped; per-face `object_id` / `material` (or
- *           `material_index`) kept when present. One object, one material ("default").
+ *           face properties and extra elements skipped. Without per-face ids: one object
+ *           (the file stem) and one unassigned material "default". A face `object_id`
+ *           gives one object per distinct id ("object_<id>", triangles regrouped so each
+ *           object is contiguous); a face `material` / `material_index` gives one
+ *           unassigned material per distinct index ("material_<i>").
  *   *.xml   Mitsuba XML as written by Sionna RT / Blender: <shape type="ply"> with
  *           <string name="filename">, <ref id=.. name="bsdf">, optional <transform>;
  *           bsdf types itu-radio-material / radio-material / any bsdf whose id is
- *           mat-itu_<name> or itu_<name>. Each shape is an object.
+ *           mat-itu_<name> or itu_<name>. Each shape is an object named by its id;
+ *           per-face ids inside its PLY are ignored. A shape without a bsdf gets an
+ *           unassigned material "default".
  *   *.yaml  scene list (as in shared/scenes/indoor): `shapes: [{file, material}, ...]`.
- *           Each entry is an object; `material: null` means "unassigned" (the experiment
- *           file must give it one).
+ *           Each entry is an object named by the file stem; materials are ITU names,
+ *           deduplicated; `material: null` (or no key) maps to the one unassigned
+ *           material "unassigned" (the experiment file must give it one).
  *
  * Example:
  *     mmd_scene *s = NULL;
@@ -29,7 +35,9 @@
 extern "C" {
 #endif
 
-#define MMD_NAME_MAX 64
+/* Long enough for the longest shape id in Sionna's Munich scene (78 chars); longer
+ * names are truncated. */
+#define MMD_NAME_MAX 128
 
 typedef enum mmd_material_kind {
     MMD_MAT_UNASSIGNED = 0, /* no material known (YAML `material: null`, bare PLY) */
@@ -85,6 +93,55 @@ void mmd_scene_print_info(const mmd_scene *s, FILE *f);
 /* ITU-R P.2040 material names known to mmdiff (concrete, brick, ..., wet_ground).
  * Returns 1 if `name` is one of them. */
 int mmd_itu_known(const char *name);
+
+/* The same names as one comma-separated string, for error messages. */
+const char *mmd_itu_names(void);
+
+/* ---- Scene-stage internals: shared by the PLY, XML and YAML loaders (and their tests);
+ * other stages should not need them. ---- */
+
+/* One PLY file as read, before it becomes (part of) a scene. Vertex and face numbers in
+ * error messages are 0-based, like PLY indices. */
+typedef struct mmd_ply_mesh {
+    uint32_t n_vertices, n_triangles;
+    float *vertices;          /* 3 * n_vertices */
+    uint32_t *indices;        /* 3 * n_triangles (polygons fan-split) */
+    int64_t *tri_object_id;   /* per triangle, from face `object_id`, or NULL */
+    int64_t *tri_material_id; /* per triangle, from face `material`/`material_index`, or NULL */
+} mmd_ply_mesh;
+
+mmd_status mmd_ply_read(const char *path, mmd_ply_mesh *out);
+void mmd_ply_mesh_free(mmd_ply_mesh *m);
+
+/* A scene under construction (arrays grow geometrically). */
+typedef struct mmd_scene_builder {
+    mmd_scene *s;
+    size_t cap_vertices, cap_triangles, cap_objects, cap_materials;
+} mmd_scene_builder;
+
+mmd_status mmd_scene_builder_init(mmd_scene_builder *b, const char *path);
+/* Index of the material named m->name, adding a copy of *m when the name is new. */
+mmd_status mmd_scene_builder_material(mmd_scene_builder *b, const mmd_scene_material *m,
+                                      uint32_t *index);
+/* Append vertices, transformed by the optional 4x4 row-major matrix xf (p' = xf * p);
+ * *base receives the scene index of the first one. */
+mmd_status mmd_scene_builder_vertices(mmd_scene_builder *b, const float *v, uint32_t n,
+                                      const double *xf, uint32_t *base);
+/* Append one object made of n_tris triangles (indices relative to `base`); tri_material
+ * (per triangle, scene material indices) may be NULL to use `material` for all. */
+mmd_status mmd_scene_builder_object(mmd_scene_builder *b, const char *name, uint32_t material,
+                                    const uint32_t *indices, uint32_t n_tris, uint32_t base,
+                                    const uint32_t *tri_material);
+/* Vertices + one object: a whole PLY mesh as one object (the XML / YAML case). */
+mmd_status mmd_scene_builder_mesh(mmd_scene_builder *b, const mmd_ply_mesh *m,
+                                  const char *object_name, uint32_t material, const double *xf);
+/* Reject an empty scene, compute the bbox and hand the scene over (the builder is reset
+ * either way). */
+mmd_status mmd_scene_builder_finish(mmd_scene_builder *b, mmd_scene **out);
+void mmd_scene_builder_abort(mmd_scene_builder *b);
+
+/* Copy the file stem of `path` ("dir/wall.ply" -> "wall") into out. */
+void mmd_scene_file_stem(const char *path, char *out, size_t size);
 
 #ifdef __cplusplus
 }
