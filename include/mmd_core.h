@@ -72,6 +72,9 @@ mmd_status mmd_read_file(const char *path, char **data, size_t *size);
  * reader never sees a half-written result. */
 mmd_status mmd_write_file_atomic(const char *path, const void *data, size_t size);
 
+/* Create a directory and its parents (like mkdir -p); an existing one is fine. */
+mmd_status mmd_mkdirs(const char *path);
+
 /* Join a directory (or the directory part of a file path when `base_is_file`) and a
  * relative path; absolute `rel` is returned as is. Returns a malloc'ed string. */
 char *mmd_path_join(const char *base, const char *rel, int base_is_file);

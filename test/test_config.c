@@ -675,7 +675,7 @@ static void test_poses_csv(void)
           mmd_last_error());
     write_text(p, "x_m,y_m,z_m\n1,2,3\n1,nan,3\n");
     st = mmd_cfg_read_poses_csv(p, &poses, &n);
-    CHECK(st == MMD_ERR_INVALID && has(mmd_last_error(), ":3: column 'y_m'"), "nan cell: %s",
+    CHECK(st == MMD_ERR_INVALID && has(mmd_last_error(), ":3: field 'y_m'"), "nan cell: %s",
           mmd_last_error());
     write_text(p, "x_m,y_m,z_m\n1,2\n");
     st = mmd_cfg_read_poses_csv(p, &poses, &n);

@@ -445,8 +445,8 @@ static void test_csv(void)
     expect_csv_bad("nan.csv", buf, MMD_ERR_INVALID, "nan.csv:3: field 'yaw_deg'");
     snprintf(buf, sizeof buf, "%s1,2,3,4,5,6\r\n1,2,3,4,5\r\n", H);
     expect_csv_bad("count.csv", buf, MMD_ERR_PARSE, "count.csv:3: expected 6 fields");
-    expect_csv_bad("missing.csv", "x_m,y_m,z_m,yaw_deg,roll_deg\n1,2,3,4,5\n", MMD_ERR_PARSE,
-                   "missing.csv:1: missing column 'pitch_deg'");
+    expect_csv_bad("missing.csv", "x_m,y_m,yaw_deg,roll_deg\n1,2,4,5\n", MMD_ERR_PARSE,
+                   "missing.csv:1: missing column 'z_m'");
     expect_csv_bad("nohdr.csv", "1,2,3,4,5,6\n", MMD_ERR_PARSE, "looks like data");
     expect_csv_bad("empty.csv", "# nothing\n\n", MMD_ERR_PARSE, "no header");
     expect_csv_bad("dup.csv", "x_m,x_m,y_m,z_m,yaw_deg,pitch_deg,roll_deg\n", MMD_ERR_PARSE,

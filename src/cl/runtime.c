@@ -370,20 +370,6 @@ const char *mmd_cl_cache_dir(void)
     return NULL;
 }
 
-static int mkdirs(const char *path)
-{
-    char tmp[1024];
-    snprintf(tmp, sizeof tmp, "%s", path);
-    for (char *p = tmp + 1; *p; p++) {
-        if (*p == '/') {
-            *p = 0;
-            if (mkdir(tmp, 0755) != 0 && errno != EEXIST) return -1;
-            *p = '/';
-        }
-    }
-    return (mkdir(tmp, 0755) == 0 || errno == EEXIST) ? 0 : -1;
-}
-
 static char *cache_key(const mmd_cl *cl, const char *src, const char *opts)
 {
     const mmd_cl_device_info *i = &cl->info;
@@ -515,7 +501,12 @@ mmd_status mmd_cl_program(mmd_cl *cl, const char *name, const char *options, cl_
             return MMD_ERR_BUILD;
         }
         mmd_debug("kernel %s: compiled in %.2f s", name, mmd_now() - t0);
-        if (dir && key && mkdirs(dir) == 0) cache_store(cl, prog, path, key);
+        if (dir && key) {
+            if (mmd_mkdirs(dir) == MMD_OK)
+                cache_store(cl, prog, path, key);
+            else
+                mmd_clear_error(); /* the cache is an optimisation: never fail the build */
+        }
     }
     free(src);
     free(key);

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 static _Thread_local char g_error[4096];
@@ -235,4 +236,24 @@ double mmd_rng_uniform(mmd_rng *r)
 {
     uint64_t hi = mmd_rng_u32(r), lo = mmd_rng_u32(r);
     return (double)((hi << 21) ^ lo) * (1.0 / 9007199254740992.0);
+}
+
+mmd_status mmd_mkdirs(const char *path)
+{
+    char tmp[4096];
+    if (snprintf(tmp, sizeof tmp, "%s", path) >= (int)sizeof tmp)
+        return mmd_error(MMD_ERR_IO, "%s: path too long", path);
+    for (char *p = tmp + 1; *p; p++) {
+        if (*p != '/') continue;
+        *p = 0;
+        if (mkdir(tmp, 0755) != 0 && errno != EEXIST)
+            return mmd_error(MMD_ERR_IO, "%s: cannot create directory %s: %s", path, tmp, strerror(errno));
+        *p = '/';
+    }
+    if (mkdir(tmp, 0755) != 0 && errno != EEXIST)
+        return mmd_error(MMD_ERR_IO, "%s: cannot create directory: %s", path, strerror(errno));
+    struct stat sb;
+    if (stat(tmp, &sb) != 0 || !S_ISDIR(sb.st_mode))
+        return mmd_error(MMD_ERR_IO, "%s: exists and is not a directory", path);
+    return MMD_OK;
 }

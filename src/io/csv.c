@@ -98,13 +98,15 @@ mmd_status mmd_poses_csv_read(const char *path, mmd_pose_row **poses, size_t *co
                         }
                         col_index[k] = (int)c;
                     }
-            for (int k = 0; k < 6; k++)
+            /* orientation columns are optional (0 deg): a list of positions is enough */
+            for (int k = 0; k < 3; k++)
                 if (col_index[k] < 0) {
                     int numeric = nf > 0 && (isdigit((unsigned char)fields[0][0]) ||
                                              fields[0][0] == '-' || fields[0][0] == '.');
                     st = mmd_error(MMD_ERR_PARSE,
                                    "%s:%d: missing column '%s' in the header%s (expected the "
-                                   "columns x_m,y_m,z_m,yaw_deg,pitch_deg,roll_deg in any order)",
+                                   "columns x_m,y_m,z_m and optionally yaw_deg,pitch_deg,roll_deg, "
+                                   "in any order)",
                                    path, lineno, pose_cols[k],
                                    numeric ? " (the first line looks like data: a header line "
                                              "is required)"
@@ -120,6 +122,10 @@ mmd_status mmd_poses_csv_read(const char *path, mmd_pose_row **poses, size_t *co
         }
         double v[6];
         for (int k = 0; k < 6; k++) {
+            if (col_index[k] < 0) {
+                v[k] = 0.0;
+                continue;
+            }
             const char *f = fields[col_index[k]];
             char *endp = NULL;
             errno = 0;
