@@ -2,9 +2,14 @@
  * mmd_bvh.h - host-side LBVH construction, flattened to the wide (8-ary) node layout
  * described in mmd_shared.h, plus plain-C reference traversal used by the tests.
  *
- * Build: Morton codes (30 bits, 10 per axis, on triangle centroids in the scene bbox)
- * -> parallel LSD radix sort (pthreads) -> Karras 2012 binary hierarchy -> bottom-up
- * AABBs -> collapse to 8-wide nodes with small leaves -> depth-first flattening.
+ * Build: 64-bit keys (the top bits of a 63-bit Morton code of the triangle centroid in
+ * the centroid bbox, the triangle index in the low bits, so keys are unique and dense
+ * LiDAR-like scenes keep >= 44 Morton bits) -> parallel LSD radix sort (pthreads) ->
+ * Apetrei 2014 bottom-up hierarchy (the Karras 2012 tree, built together with its AABBs
+ * in one pass with atomics) -> greedy surface-area collapse to 8-wide nodes with small
+ * leaves -> depth-first (pre-order) flattening. The depth is at most MMD_BVH_MAX_DEPTH
+ * (balanced splits take over where the LBVH would be deeper), which bounds the
+ * traversal stack; mmd_bvh_validate checks it. Output is identical for any thread count.
  * Degenerate (zero-area) and duplicate triangles are kept (they are valid scene
  * content; a degenerate triangle is simply never hit).
  *

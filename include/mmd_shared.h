@@ -46,7 +46,10 @@ typedef float mmd_f32;
 #define MMD_LEAF_COUNT_MASK 15
 #define MMD_LEAF_MAX_TRIS 16
 #define MMD_BVH_MAX_TRIS (1u << 27) /* first index must fit in 27 bits */
-#define MMD_BVH_STACK 64            /* traversal stack entries (depth * 7 worst case) */
+/* Wide-node depth (root = 1) the builder guarantees; a stack-based traversal then holds
+ * at most 7 * (depth - 1) + 8 = 7 * depth + 1 = MMD_BVH_STACK entries. */
+#define MMD_BVH_MAX_DEPTH 9
+#define MMD_BVH_STACK 64
 
 typedef struct mmd_bvh8_node {
     mmd_f32 lo_x[8], hi_x[8];
@@ -80,11 +83,73 @@ typedef struct mmd_hit {
     mmd_i32 prim;
 } mmd_hit;
 
+
+/* ---------------------------------------------------------------------------------
+ * Forward model (SPEC 3-4): per-material radio parameters, per-triangle shading data,
+ * the run parameters and receiver poses of the AoA estimator.
+ * --------------------------------------------------------------------------------- */
+
+/* One material on the device. eta = eps_r - j sigma/(eps0 2 pi f) (eta_im <= 0); the
+ * lobe normaliser is F = lobe_A + cos(t) * P(sin^2 t) with P's coefficients at
+ * lobe_coef[coef_off .. coef_off + ncoef - 1]. */
+typedef struct mmd_gpu_material {
+    mmd_f32 eta_re, eta_im;
+    mmd_f32 thickness_m; /* 0 = half-space (no transmission) */
+    mmd_f32 scattering;  /* S */
+    mmd_f32 xpd;         /* K_x */
+    mmd_f32 lobe_A;
+    mmd_i32 alpha;
+    mmd_u32 coef_off, ncoef;
+    mmd_u32 pad[3];
+} mmd_gpu_material; /* 48 bytes */
+
+/* Per scene triangle (indexed by prim): unit geometric normal (winding as in the file;
+ * kernels orient it against the incoming ray since surfaces are two-sided) and the
+ * material index. */
+typedef struct mmd_prim_info {
+    mmd_f32 n[3];
+    mmd_u32 material;
+} mmd_prim_info; /* 16 bytes */
+
+/* A receiver pose: position and rotation R (row-major, local -> world: world = R local). */
+typedef struct mmd_gpu_pose {
+    mmd_f32 pos[3];
+    mmd_u32 index; /* pose number in the run (seeds its ray rotation) */
+    mmd_f32 rot[9];
+    mmd_f32 pad[3];
+} mmd_gpu_pose; /* 64 bytes */
+
+#define MMD_SIM_DIFFUSE 1u      /* sample and connect the Lambertian S^2 part */
+#define MMD_SIM_TRANSMIT 2u     /* transmission through slabs */
+#define MMD_SIM_JONES 4u        /* polarised (Jones) mode; else scalar power */
+#define MMD_SIM_SPECULAR 8u     /* reflection is exactly specular (baseline) */
+
+typedef struct mmd_sim_params {
+    mmd_f32 tx_pos[3];
+    mmd_f32 k0;           /* 2 pi / lambda */
+    mmd_f32 tx_rot[9];    /* TX frame, local -> world */
+    mmd_f32 wavelength;
+    mmd_i32 tx_kind;      /* mmd_antenna_kind */
+    mmd_f32 tx_q, tx_g0;
+    mmd_u32 n_rays;       /* rays per pose */
+    mmd_u32 max_depth;
+    mmd_u32 flags;        /* MMD_SIM_* */
+    mmd_f32 p_diffuse;    /* probability of sampling the diffuse event on reflection */
+    mmd_f32 p_transmit;   /* probability of the transmission event at slabs */
+    mmd_u32 seed_lo, seed_hi;
+    mmd_f32 eps_scale;    /* origin offset scale (m) for secondary rays */
+    mmd_f32 pad[3];
+} mmd_sim_params; /* 112 bytes */
+
 #ifndef __OPENCL_VERSION__
 _Static_assert(sizeof(mmd_bvh8_node) == 224, "mmd_bvh8_node layout");
 _Static_assert(sizeof(mmd_tri) == 48, "mmd_tri layout");
 _Static_assert(sizeof(mmd_ray) == 32, "mmd_ray layout");
 _Static_assert(sizeof(mmd_hit) == 16, "mmd_hit layout");
+_Static_assert(sizeof(mmd_gpu_material) == 48, "mmd_gpu_material layout");
+_Static_assert(sizeof(mmd_prim_info) == 16, "mmd_prim_info layout");
+_Static_assert(sizeof(mmd_gpu_pose) == 64, "mmd_gpu_pose layout");
+_Static_assert(sizeof(mmd_sim_params) == 112, "mmd_sim_params layout");
 #endif
 
 #endif
