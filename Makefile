@@ -14,7 +14,8 @@ CC ?= cc
 PKG_CONFIG ?= pkg-config
 PKGS := OpenCL yaml-0.1
 
-PKG_CFLAGS := $(shell $(PKG_CONFIG) --cflags $(PKGS) 2>/dev/null)
+# stb is header-only here (one .c defines the implementation), so only its cflags are used.
+PKG_CFLAGS := $(shell $(PKG_CONFIG) --cflags $(PKGS) stb 2>/dev/null)
 PKG_LIBS := $(shell $(PKG_CONFIG) --libs $(PKGS) 2>/dev/null)
 ifeq ($(PKG_LIBS),)
   PKG_LIBS := -lOpenCL -lyaml
@@ -43,11 +44,11 @@ TEST_BIN := $(TEST_SRC:test/%.c=$(BUILD)/test/%)
 LIB := $(BUILD)/libmmdiff.a
 BIN := $(BUILD)/mmdiff
 
-.PHONY: all test test-asan bench demo install clean deps check-deps
+.PHONY: all test test-asan bench studies demo install clean deps check-deps
 all: check-deps $(BIN)
 
 check-deps:
-	@$(PKG_CONFIG) --exists $(PKGS) 2>/dev/null || { \
+	@$(PKG_CONFIG) --exists $(PKGS) stb 2>/dev/null || { \
 	  echo "mmdiff: missing build dependencies (pkg-config: $(PKGS))."; \
 	  echo "  install them with:  make deps   (or: sudo apt-get install ocl-icd-opencl-dev opencl-headers pocl-opencl-icd libclblast-dev libyaml-dev libstb-dev pkg-config)"; \
 	  exit 1; }
@@ -103,7 +104,15 @@ endif
 $(BUILD)/bench: $(BENCH_SRC) $(LIB)
 	$(CC) $(ALL_CFLAGS) $(BENCH_FLAGS) -o $@ $(BENCH_SRC) $(LIB) $(LDLIBS) $(BENCH_LIBS)
 
-bench: check-deps $(BUILD)/bench
+# Studies: one program per tools/study_*.c (physics figures, long parameter sweeps).
+STUDY_BIN := $(patsubst tools/%.c,$(BUILD)/%,$(wildcard tools/study_*.c))
+$(BUILD)/study_%: tools/study_%.c $(LIB)
+	$(CC) $(ALL_CFLAGS) -o $@ $< $(LIB) $(LDLIBS)
+
+studies: check-deps $(STUDY_BIN)
+	@for s in $(STUDY_BIN); do echo "== $$s"; $$s $(BUILD)/studies || exit 1; done
+
+bench: check-deps $(BUILD)/bench $(BIN) studies
 	MMDIFF_CACHE_DIR=$${MMDIFF_CACHE_DIR:-$(CURDIR)/$(BUILD)/clcache} $(BUILD)/bench
 
 demo:

@@ -20,4 +20,8 @@ __kernel void mmd_struct_sizes(__global uint *out)
     out[1] = (uint)sizeof(mmd_tri);
     out[2] = (uint)sizeof(mmd_ray);
     out[3] = (uint)sizeof(mmd_hit);
+    out[4] = (uint)sizeof(mmd_gpu_material);
+    out[5] = (uint)sizeof(mmd_prim_info);
+    out[6] = (uint)sizeof(mmd_gpu_pose);
+    out[7] = (uint)sizeof(mmd_sim_params);
 }

@@ -88,15 +88,18 @@ int main(void)
     cl_kernel k;
     CHECK(mmd_cl_kernel(cl, prog, "mmd_struct_sizes", &k) == MMD_OK, "kernel");
     cl_mem buf;
-    CHECK(mmd_cl_buffer(cl, CL_MEM_READ_WRITE, 16, NULL, "sizes", &buf) == MMD_OK, "buffer");
+    CHECK(mmd_cl_buffer(cl, CL_MEM_READ_WRITE, 32, NULL, "sizes", &buf) == MMD_OK, "buffer");
     clSetKernelArg(k, 0, sizeof buf, &buf);
     size_t g = 1;
     CHECK(clEnqueueNDRangeKernel(cl->queue, k, 1, NULL, &g, NULL, 0, NULL, NULL) == CL_SUCCESS, "enqueue");
-    uint32_t sizes[4] = {0};
+    uint32_t sizes[8] = {0};
     clEnqueueReadBuffer(cl->queue, buf, CL_TRUE, 0, sizeof sizes, sizes, 0, NULL, NULL);
     CHECK(sizes[0] == sizeof(mmd_bvh8_node) && sizes[1] == sizeof(mmd_tri) && sizes[2] == sizeof(mmd_ray) &&
-              sizes[3] == sizeof(mmd_hit),
-          "device struct sizes %u %u %u %u", sizes[0], sizes[1], sizes[2], sizes[3]);
+              sizes[3] == sizeof(mmd_hit) && sizes[4] == sizeof(mmd_gpu_material) &&
+              sizes[5] == sizeof(mmd_prim_info) && sizes[6] == sizeof(mmd_gpu_pose) &&
+              sizes[7] == sizeof(mmd_sim_params),
+          "device struct sizes %u %u %u %u %u %u %u %u", sizes[0], sizes[1], sizes[2], sizes[3], sizes[4],
+          sizes[5], sizes[6], sizes[7]);
     clReleaseMemObject(buf);
     clReleaseKernel(k);
     CHECK(mmd_cl_kernel(cl, prog, "no_such_kernel", &k) == MMD_ERR_CL && strstr(mmd_last_error(), "no_such_kernel"),

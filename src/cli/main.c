@@ -19,6 +19,7 @@ typedef struct command {
 static const command commands[] = {
     {"devices", mmd_cmd_devices, "list OpenCL platforms and devices"},
     {"info", mmd_cmd_info, "load a scene (PLY, Mitsuba XML, scene YAML) and print its contents"},
+    {"simulate", mmd_cmd_simulate, "AoA spectra for the receiver poses of an experiment file"},
 };
 
 static void usage(FILE *f)

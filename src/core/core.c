@@ -31,10 +31,14 @@ const char *mmd_status_name(mmd_status st)
 
 mmd_status mmd_error(mmd_status st, const char *fmt, ...)
 {
+    /* format into a copy first: callers may wrap the previous message,
+     * mmd_error(st, "%s: %s", where, mmd_last_error()) */
+    char tmp[sizeof g_error];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(g_error, sizeof g_error, fmt, ap);
+    vsnprintf(tmp, sizeof tmp, fmt, ap);
     va_end(ap);
+    memcpy(g_error, tmp, sizeof g_error);
     mmd_debug("error set: %s", g_error);
     return st;
 }

@@ -1,0 +1,330 @@
+/*
+ * aoa.cl - the AoA spectrum estimator of SPEC section 4 ("AoA spectrum (synthetic
+ * aperture)"), receiver-launched with next-event connection to the TX, and the lag
+ * covariance reduction that turns per-ray powers into the incoherent beam sum exactly
+ * (docs/aoa.md).
+ *
+ * mmd_aoa_trace: one work-item per (pose, ray). The ray leaves the receiver along a
+ * Fibonacci direction (per-pose random rotation), bounces up to max_depth times, and at
+ * every vertex P_k connects to the TX with a shadow ray:
+ *     c_k = (lambda/4pi)^2 dOmega G_TX(-v) T_<k rho_k(omega_in -> v) / r^2      (SPEC 4)
+ * with rho = Gamma^2 [(1 - S^2) f_lobe + S^2 cos/pi] (SPEC 3, mmDiff Eq. 7). The output is
+ * sum_k c_k without the receiver element gain (applied in the reduction, since every
+ * contribution of a ray arrives from the ray's first direction).
+ *
+ * Sampling depends only on geometry and fixed parameters (SPEC 4 key rule): the event
+ * (transmission / lobe / diffuse) is chosen with fixed probabilities, directions from the
+ * lobe of the *ray* geometry, and all material dependence (eta, S, K_x) sits in weights.
+ *
+ * Polarisation (MMD_SIM_JONES): reciprocity lets us carry, from the receiver side, the
+ * complex 3-vector w with w^T = e_RX^T L_1 ... L_{k-1}; each interaction's field map L
+ * (specular Jones matrix diag(R_TE, R_TM) in the TE/TM basis, then the minimal rotation
+ * k_r -> k_s for the lobe; K_x mixing for the diffuse part; diag(T_TE, T_TM) for
+ * transmission) is applied transposed, and a connection contributes
+ * |(L_k^T w) . e_TX|^2. In scalar mode Gamma^2 = (|R_TE|^2 + |R_TM|^2) / 2.
+ */
+#pragma OPENCL FP_CONTRACT OFF
+#include "mmd_shared.h"
+#include "traverse.h"
+#include "physics.h"
+#include "sample.h"
+
+/* complex 3-vector: re + j im */
+typedef struct cvec3 {
+    float3 re, im;
+} cvec3;
+
+inline float2 cv_dot(cvec3 w, float3 e) { return (float2)(dot(w.re, e), dot(w.im, e)); }
+inline cvec3 cv_scale(float3 e, float2 a)
+{
+    cvec3 r;
+    r.re = e * a.x;
+    r.im = e * a.y;
+    return r;
+}
+inline cvec3 cv_add(cvec3 a, cvec3 b)
+{
+    a.re += b.re;
+    a.im += b.im;
+    return a;
+}
+
+/* L_lobe^T w for incidence k_i (physical propagation direction into the surface), normal
+ * n facing the incident side (dot(k_i, n) < 0), outgoing k_s: the transpose of
+ * Rot(k_r -> k_s) [R_TE e_te e_te^T + R_TM e_tm_r e_tm_i^T]. */
+inline cvec3 lobe_map_t(float3 k_i, float3 n, float3 k_s, float2 R_te, float2 R_tm, cvec3 w)
+{
+    float3 k_r = reflect3(k_i, n);
+    cvec3 wr;
+    wr.re = rotate_min(k_s, k_r, w.re);
+    wr.im = rotate_min(k_s, k_r, w.im);
+    float3 e_te = te_vector(k_i, n);
+    float3 e_tm_i = cross(e_te, k_i), e_tm_r = cross(e_te, k_r);
+    return cv_add(cv_scale(e_te, c_mul(R_te, cv_dot(wr, e_te))), cv_scale(e_tm_i, c_mul(R_tm, cv_dot(wr, e_tm_r))));
+}
+
+/* L_diff^T w: the reflected field diag(R) in the incident TE/TM basis, mixed by the
+ * K_x matrix X = [[sqrt(1-K), -sqrt(K)], [sqrt(K), sqrt(1-K)]] into the TE/TM basis of
+ * the scattered direction k_s. */
+inline cvec3 diffuse_map_t(float3 k_i, float3 n, float3 k_s, float2 R_te, float2 R_tm, float kx, cvec3 w)
+{
+    float3 e_te = te_vector(k_i, n), e_tm = cross(e_te, k_i);
+    float3 s_te = te_vector(k_s, n), s_tm = cross(s_te, k_s);
+    float a = sqrt(1.0f - kx), b = sqrt(kx);
+    float2 p_te = cv_dot(w, s_te), p_tm = cv_dot(w, s_tm);
+    /* (X^T p)_0 = a p_te + b p_tm ; (X^T p)_1 = -b p_te + a p_tm */
+    float2 q0 = p_te * a + p_tm * b, q1 = p_tm * a - p_te * b;
+    return cv_add(cv_scale(e_te, c_mul(R_te, q0)), cv_scale(e_tm, c_mul(R_tm, q1)));
+}
+
+/* L_trans^T w: straight through, diag(T) in the TE/TM basis of k. */
+inline cvec3 trans_map_t(float3 k, float3 n, float2 T_te, float2 T_tm, cvec3 w)
+{
+    float3 e_te = te_vector(k, n), e_tm = cross(e_te, k);
+    return cv_add(cv_scale(e_te, c_mul(T_te, cv_dot(w, e_te))), cv_scale(e_tm, c_mul(T_tm, cv_dot(w, e_tm))));
+}
+
+inline float cv_norm2(cvec3 w) { return dot(w.re, w.re) + dot(w.im, w.im); }
+
+/* Direction of ray `i` of pose `pose_index` in the receiver's local frame. */
+inline float3 aoa_ray_local(__constant const mmd_sim_params *P, uint pose_index, uint i)
+{
+    float rot[9];
+    random_rotation(P->seed_lo, pose_index * 2u + 1u, rot);
+    return mat3_mul(rot, fibonacci_dir(i, P->n_rays));
+}
+
+inline float offset_eps(__constant const mmd_sim_params *P, float3 p)
+{
+    return P->eps_scale * (1.0f + fmax(fabs(p.x), fmax(fabs(p.y), fabs(p.z))));
+}
+
+__kernel void mmd_aoa_trace(__global const mmd_bvh8_node *nodes, __global const mmd_tri *tris,
+                            __global const mmd_prim_info *prims, __global const mmd_gpu_material *mats,
+                            __global const float *lobe_coef, __global const mmd_gpu_pose *poses,
+                            __constant const mmd_sim_params *P, uint n_poses, __global float *out)
+{
+    uint gid = get_global_id(0);
+    uint b = gid / P->n_rays, i = gid - b * P->n_rays;
+    if (b >= n_poses) return;
+    __global const mmd_gpu_pose *pose = poses + b;
+    float prot[9], txrot[9];
+    for (int k = 0; k < 9; k++) prot[k] = pose->rot[k], txrot[k] = P->tx_rot[k];
+    float3 ul = aoa_ray_local(P, pose->index, i);
+    float3 d = normalize(mat3_mul(prot, ul));
+    float3 o = (float3)(pose->pos[0], pose->pos[1], pose->pos[2]);
+    float3 tx = (float3)(P->tx_pos[0], P->tx_pos[1], P->tx_pos[2]);
+    int jones = (P->flags & MMD_SIM_JONES) != 0;
+    int specular = (P->flags & MMD_SIM_SPECULAR) != 0;
+    int use_diffuse = (P->flags & MMD_SIM_DIFFUSE) != 0;
+    int use_trans = (P->flags & MMD_SIM_TRANSMIT) != 0;
+
+    cvec3 w;
+    w.re = mat3_mul(prot, pol_theta_hat(ul));
+    w.im = (float3)(0.0f);
+    float thr = 1.0f; /* scalar-mode throughput */
+    float lam4pi = P->wavelength / (4.0f * MMD_PI);
+    float pref = lam4pi * lam4pi * (4.0f * MMD_PI / (float)P->n_rays);
+    float total = 0.0f;
+    float tmin = 0.0f;
+    uint seed = P->seed_lo ^ hash_u32(P->seed_hi);
+
+    for (uint depth = 1; depth <= P->max_depth; depth++) {
+        mmd_trace_ray tr;
+        trace_ray_setup(&tr, o.x, o.y, o.z, d.x, d.y, d.z, tmin);
+        float t, bu, bv;
+        uint prim;
+        if (!trav_closest(nodes, tris, &tr, INFINITY, &t, &prim, &bu, &bv)) break;
+        float3 p = o + d * t;
+        mmd_prim_info pi = prims[prim];
+        float3 n = (float3)(pi.n[0], pi.n[1], pi.n[2]);
+        if (dot(n, d) > 0.0f) n = -n; /* two-sided: face the arriving ray */
+        mmd_gpu_material m = mats[pi.material];
+        float2 eta = (float2)(m.eta_re, m.eta_im);
+        float eps = offset_eps(P, p);
+        float3 p_up = p + n * eps;
+
+        /* ---- next-event connection to the TX ---- */
+        float3 v = tx - p;
+        float r = length(v);
+        v /= r;
+        float cos_v = dot(v, n);
+        if (cos_v > 0.0f && r > 2.0f * eps) {
+            mmd_trace_ray sr;
+            float3 vs = tx - p_up;
+            float rs = length(vs);
+            trace_ray_setup(&sr, p_up.x, p_up.y, p_up.z, vs.x / rs, vs.y / rs, vs.z / rs, 0.0f);
+            if (!trav_any(nodes, tris, &sr, rs * (1.0f - 1e-5f))) {
+                float2 R[2], T[2];
+                fresnel_rt(eta, m.thickness_m, P->k0, cos_v, R, T);
+                float3 k_i = -v, k_s = -d;
+                float f_lobe = 0.0f;
+                if (!specular) {
+                    float3 k_r = reflect3(k_i, n);
+                    float F = lobe_norm(m.lobe_A, lobe_coef + m.coef_off, (int)m.ncoef, cos_v);
+                    f_lobe = lobe_num(m.alpha, dot(k_r, k_s)) / F;
+                }
+                float f_diff = use_diffuse ? fmax(0.0f, dot(k_s, n)) / MMD_PI : 0.0f;
+                float S2 = m.scattering * m.scattering;
+                float3 txl = mat3_mul_t(txrot, v * -1.0f);
+                float g_tx = antenna_gain(P->tx_kind, P->tx_q, P->tx_g0, txl);
+                float rho;
+                if (jones) {
+                    float3 e_tx = mat3_mul(txrot, pol_theta_hat(txl));
+                    float a_l = 0.0f, a_d = 0.0f;
+                    if (f_lobe > 0.0f) a_l = c_abs2(cv_dot(lobe_map_t(k_i, n, k_s, R[0], R[1], w), e_tx));
+                    if (f_diff > 0.0f && S2 > 0.0f)
+                        a_d = c_abs2(cv_dot(diffuse_map_t(k_i, n, k_s, R[0], R[1], m.xpd, w), e_tx));
+                    rho = (1.0f - S2) * f_lobe * a_l + S2 * f_diff * a_d;
+                } else {
+                    float g2 = 0.5f * (c_abs2(R[0]) + c_abs2(R[1]));
+                    rho = thr * g2 * ((1.0f - S2) * f_lobe + S2 * f_diff);
+                }
+                total += pref * g_tx * rho / (r * r);
+            }
+        }
+        if (depth == P->max_depth) break;
+
+        /* ---- sample the next direction (fixed event probabilities) ---- */
+        float u0 = rnd(seed, pose->index, i, 3u * depth);
+        float u1 = rnd(seed, pose->index, i, 3u * depth + 1u);
+        float u2 = rnd(seed, pose->index, i, 3u * depth + 2u);
+        int can_trans = use_trans && m.thickness_m > 0.0f;
+        float p_t = can_trans ? P->p_transmit : 0.0f;
+        if (u0 < p_t) {
+            /* transmission: continue straight through the thin slab */
+            float cos_d = -dot(d, n);
+            float2 R[2], T[2];
+            fresnel_rt(eta, m.thickness_m, P->k0, cos_d, R, T);
+            if (jones) {
+                w = trans_map_t(d, n, T[0], T[1], w);
+                w.re /= sqrt(p_t);
+                w.im /= sqrt(p_t);
+            } else {
+                thr *= 0.5f * (c_abs2(T[0]) + c_abs2(T[1])) / p_t;
+            }
+            o = p - n * eps;
+            tmin = 0.0f;
+            continue;
+        }
+        float p_refl = 1.0f - p_t;
+        u0 = (u0 - p_t) / p_refl; /* reuse the remaining uniform for the next choice */
+        float p_d = use_diffuse ? P->p_diffuse : 0.0f;
+        float S2 = m.scattering * m.scattering;
+        float3 omega;
+        int diffuse_event = u0 < p_d;
+        if (diffuse_event) {
+            omega = diffuse_sample(n, u1, u2);
+        } else if (specular) {
+            omega = reflect3(d, n);
+        } else {
+            omega = lobe_sample(m.alpha, reflect3(d, n), u1, u2);
+        }
+        float cos_o = dot(omega, n);
+        if (cos_o <= 0.0f) break; /* below the surface: zero weight */
+        float2 R[2], T[2];
+        fresnel_rt(eta, m.thickness_m, P->k0, cos_o, R, T);
+        float3 k_i = -omega, k_s = -d;
+        float weight;
+        if (diffuse_event) {
+            weight = S2 / (p_refl * p_d); /* f/pdf = 1 for cosine sampling */
+        } else if (specular) {
+            weight = (1.0f - S2) / (p_refl * (1.0f - p_d));
+        } else {
+            float F = lobe_norm(m.lobe_A, lobe_coef + m.coef_off, (int)m.ncoef, cos_o);
+            weight = (1.0f - S2) * (4.0f * MMD_PI / ((float)(m.alpha + 1) * F)) / (p_refl * (1.0f - p_d));
+        }
+        if (!(weight > 0.0f)) break;
+        if (jones) {
+            w = diffuse_event ? diffuse_map_t(k_i, n, k_s, R[0], R[1], m.xpd, w)
+                              : lobe_map_t(k_i, n, k_s, R[0], R[1], w);
+            float s = sqrt(weight);
+            w.re *= s;
+            w.im *= s;
+        } else {
+            thr *= weight * 0.5f * (c_abs2(R[0]) + c_abs2(R[1]));
+        }
+        o = p_up;
+        d = omega;
+        tmin = 0.0f;
+    }
+    out[gid] = total;
+}
+
+/* Lag covariance G(p, q) = sum_i c_i G_RX(u_i) e^{j kappa (p u_iy + q u_iz)} for
+ * p in [0, cols-1], q in [-(rows-1), rows-1] (docs/aoa.md). One work-group handles
+ * `rays_per_group` consecutive rays of one pose in chunks of its size; each work-item
+ * first prepares one ray's weight and phase powers in local memory, then accumulates
+ * lags l = lid, lid + lsz, ... over the chunk. Partial sums go to
+ * partial[(pose * n_groups + group) * n_lags + l] and are summed on the host in double,
+ * in a fixed order. */
+__kernel void mmd_aoa_lags(__global const float *c, __global const mmd_gpu_pose *poses,
+                           __constant const mmd_sim_params *P, uint n_poses, int rx_kind, float rx_q,
+                           float rx_g0, int cols, int rows, float kappa, uint rays_per_group,
+                           __global float2 *partial, __local float *lw, __local float2 *lpy,
+                           __local float2 *lpz)
+{
+    uint lid = get_local_id(0), lsz = get_local_size(0);
+    uint groups_per_pose = (P->n_rays + rays_per_group - 1) / rays_per_group;
+    uint g = get_group_id(0);
+    uint b = g / groups_per_pose, gi = g - b * groups_per_pose;
+    if (b >= n_poses) return;
+    uint pose_index = poses[b].index;
+    int n_lags = cols * (2 * rows - 1);
+    float2 acc[8];
+    for (int k = 0; k < 8; k++) acc[k] = (float2)(0.0f);
+    uint start = gi * rays_per_group;
+    uint end = min(start + rays_per_group, P->n_rays);
+    for (uint base = start; base < end; base += lsz) {
+        uint i = base + lid;
+        float wgt = 0.0f;
+        float3 ul = (float3)(1.0f, 0.0f, 0.0f);
+        if (i < end) {
+            ul = aoa_ray_local(P, pose_index, i);
+            float ci = c[(size_t)b * P->n_rays + i];
+            wgt = ci > 0.0f ? ci * antenna_gain(rx_kind, rx_q, rx_g0, ul) : 0.0f;
+        }
+        lw[lid] = wgt;
+        float cy, sy = sincos(kappa * ul.y, &cy), cz, sz = sincos(kappa * ul.z, &cz);
+        float2 ey = (float2)(cy, sy), ez = (float2)(cz, sz);
+        float2 py = (float2)(1.0f, 0.0f), pz = (float2)(1.0f, 0.0f);
+        for (int p = 0; p < cols; p++) {
+            lpy[lid * cols + p] = py;
+            py = c_mul(py, ey);
+        }
+        for (int q = 0; q < rows; q++) {
+            lpz[lid * rows + q] = pz;
+            pz = c_mul(pz, ez);
+        }
+        barrier(CLK_LOCAL_MEM_FENCE);
+        uint nr = min(lsz, end - base);
+        for (int k = 0, l = (int)lid; l < n_lags && k < 8; k++, l += (int)lsz) {
+            int p = l / (2 * rows - 1), q = l - p * (2 * rows - 1) - (rows - 1);
+            int aq = q < 0 ? -q : q;
+            float sgn = q < 0 ? -1.0f : 1.0f;
+            float2 a = acc[k];
+            for (uint r = 0; r < nr; r++) {
+                float wr = lw[r];
+                float2 zy = lpy[r * cols + p], zz = lpz[r * rows + aq];
+                zz.y *= sgn;
+                a += c_mul(zy, zz) * wr;
+            }
+            acc[k] = a;
+        }
+        barrier(CLK_LOCAL_MEM_FENCE);
+    }
+    for (int k = 0, l = (int)lid; l < n_lags && k < 8; k++, l += (int)lsz)
+        partial[((size_t)b * groups_per_pose + gi) * n_lags + l] = acc[k];
+}
+
+/* Ray directions (array frame) of a batch, for tests and tools that recompute the beam
+ * sum directly: dirs[3 (pose * n_rays + ray) + k]. */
+__kernel void mmd_aoa_dirs(__global const mmd_gpu_pose *poses, __constant const mmd_sim_params *P, uint n_poses,
+                           __global float *dirs)
+{
+    uint gid = get_global_id(0);
+    uint b = gid / P->n_rays, i = gid - b * P->n_rays;
+    if (b >= n_poses) return;
+    float3 ul = aoa_ray_local(P, poses[b].index, i);
+    vstore3(ul, gid, dirs);
+}
