@@ -101,7 +101,7 @@ ifeq ($(EMBREE),1)
   BENCH_FLAGS := -DMMD_HAVE_EMBREE=1
   BENCH_LIBS := -lembree3
 endif
-$(BUILD)/bench: $(BENCH_SRC) $(LIB)
+$(BUILD)/bench: $(BENCH_SRC) $(wildcard tools/bench*.h) $(LIB)
 	$(CC) $(ALL_CFLAGS) $(BENCH_FLAGS) -o $@ $(BENCH_SRC) $(LIB) $(LDLIBS) $(BENCH_LIBS)
 
 # Studies: one program per tools/study_*.c (physics figures, long parameter sweeps).

@@ -204,6 +204,32 @@ static void test_los(void)
         CHECK(0, "jones LoS run");
     }
     run_free(&r);
+
+    /* mechanical scanning with a 10 deg horn: the peak is at the LoS, with the horn's
+     * gain at the bin's offset from it */
+    const char *msets[] = {"rx.array.mode=mechanical", "rx.array.horn.hpbw_deg=10"};
+    if (run_exp(&r, los_yaml, msets, 2)) {
+        for (size_t k = 0; k < r.res.n_poses; k++) {
+            const mmd_cfg_pose *p = &r.e.rx.poses[k];
+            double v[3], d = 0, R[9], ul[3], az, el, ub[3];
+            for (int i = 0; i < 3; i++) v[i] = r.e.tx.position_m[i] - p->position_m[i], d += v[i] * v[i];
+            d = sqrt(d);
+            for (int i = 0; i < 3; i++) v[i] /= d;
+            mmd_rotation_ypr(p->yaw_deg * M_PI / 180, p->pitch_deg * M_PI / 180, p->roll_deg * M_PI / 180, R);
+            mmd_to_local(R, v, ul);
+            mmd_dir_to_az_el(ul, &az, &el);
+            const mmd_aoa_peak *pk = &r.res.peaks[k * MMD_AOA_PEAKS];
+            CHECK(fabs(pk->az_deg - az * 180 / M_PI) <= 0.5 + 1e-9 && fabs(pk->el_deg - el * 180 / M_PI) <= 0.5 + 1e-9,
+                  "mechanical pose %zu peak at (%.1f, %.1f)", k, pk->az_deg, pk->el_deg);
+            mmd_dir_from_az_el(pk->az_deg * M_PI / 180, pk->el_deg * M_PI / 180, ub);
+            double friis = pow(lam / (4 * M_PI * d), 2);
+            CHECK_NEAR(pk->power_db, 10 * log10(friis * mmd_antenna_gain(&r.sim->rx_ant, (double[3]){ul[0] * ub[0] + ul[1] * ub[1] + ul[2] * ub[2], 0, 0})),
+                       0.01, "mechanical pose %zu peak power", k);
+        }
+    } else {
+        CHECK(0, "mechanical run");
+    }
+    run_free(&r);
 }
 
 /* --- Theorem 1 through the kernel ------------------------------------------------- */

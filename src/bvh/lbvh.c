@@ -512,6 +512,29 @@ static int gather_items(const lbvh *B, uint32_t x, uint32_t first, uint32_t last
     return k;
 }
 
+/* Grow every child box by one scene-wide margin. The watertight triangle test's t carries
+ * a rounding error that grows with the coordinates' magnitude (tens of ulps of the scene
+ * size for large triangles), while the box test's slack is relative to t alone; without a
+ * margin a traversal could cull a box whose triangle brute force reports a hair closer
+ * than the current best hit. One margin for all boxes keeps children inside parents. */
+static void pad_boxes(mmd_bvh *b)
+{
+    float scale = 0.0f;
+    for (int k = 0; k < 3; k++) {
+        scale = fmaxf(scale, fmaxf(fabsf(b->bbox_min[k]), fabsf(b->bbox_max[k])));
+        scale = fmaxf(scale, b->bbox_max[k] - b->bbox_min[k]);
+    }
+    float pad = ldexpf(scale, -15);
+    for (uint32_t i = 0; i < b->n_nodes; i++) {
+        mmd_bvh8_node *nd = &b->nodes[i];
+        for (int j = 0; j < 8; j++) {
+            if (nd->child[j] == 0) continue;
+            nd->lo_x[j] -= pad, nd->lo_y[j] -= pad, nd->lo_z[j] -= pad;
+            nd->hi_x[j] += pad, nd->hi_y[j] += pad, nd->hi_z[j] += pad;
+        }
+    }
+}
+
 static void write_node(mmd_bvh8_node *nd, int k, const box3 *bx, const int32_t *child)
 {
     for (int j = 0; j < 8; j++) {
@@ -939,6 +962,7 @@ mmd_status mmd_bvh_build(const float *vertices, const uint32_t *indices, uint32_
     }
     b->n_tris = n_tris;
     b->depth = depth;
+    pad_boxes(b);
     tm[5] = mmd_now();
     mmd_debug("BVH: %u tris, %d threads: bounds+keys %.1f ms, sort %.1f ms, gather %.1f ms, "
               "hierarchy %.1f ms, collapse %.1f ms; %u nodes, depth %d",

@@ -7,6 +7,7 @@
 #include "mmd_trace.h"
 
 #include <complex.h>
+#include <pthread.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -163,9 +164,6 @@ mmd_status mmd_sim_create(mmd_cl *cl, const mmd_scene *sc, const mmd_bvh *bvh, c
                           mmd_sim **out)
 {
     *out = NULL;
-    if (e->rx.array.mode == MMD_CFG_RX_MECHANICAL)
-        return mmd_error(MMD_ERR_INVALID,
-                         "rx.array.mode: mechanical scanning is not implemented yet (use synthetic_aperture)");
     mmd_sim *s = mmd_calloc(1, sizeof *s, "simulator");
     if (!s) return MMD_ERR_NOMEM;
     s->cl = cl;
@@ -185,7 +183,12 @@ mmd_status mmd_sim_create(mmd_cl *cl, const mmd_scene *sc, const mmd_bvh *bvh, c
     }
     if (st == MMD_OK) st = build_lobe_tables(s);
     if (st == MMD_OK) st = antenna_from_cfg(e->tx.pattern, &s->tx_ant);
-    if (st == MMD_OK) st = antenna_from_cfg(e->rx.array.element, &s->rx_ant);
+    if (st == MMD_OK) {
+        if (e->rx.array.mode == MMD_CFG_RX_MECHANICAL)
+            st = mmd_antenna_horn(e->rx.array.horn.hpbw_deg, &s->rx_ant);
+        else
+            st = antenna_from_cfg(e->rx.array.element, &s->rx_ant);
+    }
     if (st == MMD_OK)
         st = mmd_ura_init(&s->ura, e->rx.array.rows, e->rx.array.cols, e->rx.array.spacing_wavelengths,
                           e->rx.array.window == MMD_CFG_WINDOW_HANN);
@@ -502,6 +505,100 @@ static void los_of_pose(mmd_sim *s, const mmd_cfg_pose *p, mmd_aoa_result *r, si
     r->los_power[k] = g * mmd_antenna_gain(&s->rx_ant, u_los);
 }
 
+/* ---- mechanical scanning (SPEC 4: S(b) = sum_c c G_horn(R_b^-1 u_c)) -------------------
+ * The horn's pattern is g0 cos^q(psi) about its boresight u_b, so each ray only reaches the
+ * bins within psi_max (g / g0 < 1e-9) of its direction. Threads own disjoint bands of
+ * elevation rows and visit the rays in order, so sums are deterministic. */
+typedef struct mech_job {
+    const float *c, *dirs;
+    size_t nr;
+    const mmd_experiment *e;
+    const mmd_antenna *horn;
+    double cos_max, c_los, u_los[3];
+    float *spec;
+    int j0, j1;
+} mech_job;
+
+static void *mech_worker(void *arg)
+{
+    mech_job *m = arg;
+    const mmd_cfg_grid *ga = &m->e->aoa.azimuth_deg, *ge = &m->e->aoa.elevation_deg;
+    int naz = ga->count;
+    double psi_max = acos(m->cos_max);
+    size_t nb = (size_t)(m->j1 - m->j0) * naz;
+    double *acc = calloc(nb ? nb : 1, sizeof *acc);
+    double *ub = malloc((nb ? nb : 1) * 3 * sizeof *ub);
+    if (!acc || !ub) {
+        free(acc);
+        free(ub);
+        return (void *)1;
+    }
+    for (int j = m->j0; j < m->j1; j++)
+        for (int i = 0; i < naz; i++)
+            mmd_dir_from_az_el((ga->start + i * ga->step) * DEG, (ge->start + j * ge->step) * DEG,
+                               ub + 3 * ((size_t)(j - m->j0) * naz + i));
+    for (size_t r = 0; r <= m->nr; r++) {
+        double w, u[3];
+        if (r < m->nr) {
+            w = m->c[r];
+            if (!(w > 0)) continue;
+            for (int k = 0; k < 3; k++) u[k] = m->dirs[3 * r + k];
+        } else {
+            w = m->c_los; /* the exact LoS contribution last */
+            if (!(w > 0)) break;
+            for (int k = 0; k < 3; k++) u[k] = m->u_los[k];
+        }
+        double az, el;
+        mmd_dir_to_az_el(u, &az, &el);
+        az /= DEG, el /= DEG;
+        double pm = psi_max / DEG;
+        int jlo = (int)floor((el - pm - ge->start) / ge->step), jhi = (int)ceil((el + pm - ge->start) / ge->step);
+        if (jlo < m->j0) jlo = m->j0;
+        if (jhi > m->j1 - 1) jhi = m->j1 - 1;
+        for (int j = jlo; j <= jhi; j++) {
+            for (int i = 0; i < naz; i++) {
+                const double *b = ub + 3 * ((size_t)(j - m->j0) * naz + i);
+                double cp = u[0] * b[0] + u[1] * b[1] + u[2] * b[2];
+                if (cp <= m->cos_max) continue;
+                acc[(size_t)(j - m->j0) * naz + i] += w * m->horn->g0 * pow(cp, m->horn->q);
+            }
+        }
+    }
+    for (size_t k = 0; k < nb; k++) m->spec[(size_t)m->j0 * naz + k] = (float)acc[k];
+    free(acc);
+    free(ub);
+    return NULL;
+}
+
+static mmd_status mechanical_spectrum(mmd_sim *s, const float *c, const float *dirs, size_t nr, double c_los,
+                                      const double u_los[3], float *spec)
+{
+    const mmd_experiment *e = s->exp;
+    int nel = e->aoa.elevation_deg.count;
+    int nt = mmd_num_threads();
+    if (nt > nel) nt = nel;
+    if (nt > 64) nt = 64;
+    mech_job jobs[64];
+    pthread_t th[64];
+    double cos_max = pow(1e-9, 1.0 / s->rx_ant.q);
+    for (int t = 0; t < nt; t++) {
+        jobs[t] = (mech_job){c, dirs, nr, e, &s->rx_ant, cos_max, c_los, {u_los[0], u_los[1], u_los[2]}, spec,
+                             nel * t / nt, nel * (t + 1) / nt};
+    }
+    int started = 0;
+    for (; started < nt; started++)
+        if (pthread_create(&th[started], NULL, mech_worker, &jobs[started]) != 0) break;
+    int failed = started < nt;
+    for (int t = started; t < nt; t++)
+        if (mech_worker(&jobs[t])) failed = 1;
+    for (int t = 0; t < started; t++) {
+        void *r;
+        pthread_join(th[t], &r);
+        if (r) failed = 1;
+    }
+    return failed ? mmd_error(MMD_ERR_NOMEM, "out of memory in the mechanical-scan beam sum") : MMD_OK;
+}
+
 mmd_status mmd_sim_aoa(mmd_sim *s, const mmd_cfg_pose *poses, size_t n, mmd_aoa_result *r,
                        void (*progress)(size_t, size_t, void *), void *user)
 {
@@ -511,6 +608,7 @@ mmd_status mmd_sim_aoa(mmd_sim *s, const mmd_cfg_pose *poses, size_t n, mmd_aoa_
     int cols = e->rx.array.cols, rows = e->rx.array.rows;
     int n_lags = cols * (2 * rows - 1);
     size_t nr = s->params.n_rays;
+    int mech = e->rx.array.mode == MMD_CFG_RX_MECHANICAL;
     r->n_poses = n;
     r->n_az = naz;
     r->n_el = nel;
@@ -526,6 +624,11 @@ mmd_status mmd_sim_aoa(mmd_sim *s, const mmd_cfg_pose *poses, size_t n, mmd_aoa_
     const uint32_t rays_per_group = 4096;
     size_t groups_per_pose = (nr + rays_per_group - 1) / rays_per_group;
     float *c_host = mmd_malloc(bs * nr, sizeof(float), "per-ray powers");
+    float *dirs = mech ? mmd_malloc(bs * nr * 3, sizeof(float), "ray directions") : NULL;
+    cl_mem d_dirs = NULL;
+    if (mech && mmd_cl_buffer(s->cl, CL_MEM_WRITE_ONLY, bs * nr * 3 * sizeof(float), NULL, "ray directions",
+                              &d_dirs) != MMD_OK)
+        mech = -1; /* reported below */
     cl_float2 *partial = mmd_malloc(bs * groups_per_pose * (size_t)n_lags, sizeof(cl_float2), "lag sums");
     /* per-bin phase bases and window autocorrelations (double, host) */
     double *Rc = mmd_malloc((size_t)cols, sizeof(double), "window"), *Rr = mmd_malloc((size_t)rows, sizeof(double), "window");
@@ -535,8 +638,9 @@ mmd_status mmd_sim_aoa(mmd_sim *s, const mmd_cfg_pose *poses, size_t n, mmd_aoa_
     double complex *ez = mmd_malloc((size_t)nel * (2 * rows - 1), sizeof(double complex), "phases");
     mmd_status st = MMD_OK;
     if (!r->spectra || !r->total_power || !r->los_power || !r->los_az_deg || !r->los_el_deg || !r->los_visible ||
-        !r->peaks || !r->n_peaks || !c_host || !partial || !Rc || !Rr || !G || !H || !ey || !ez)
+        !r->peaks || !r->n_peaks || !c_host || !partial || !Rc || !Rr || !G || !H || !ey || !ez || (mech && !dirs))
         st = MMD_ERR_NOMEM;
+    if (mech < 0) st = MMD_ERR_CL;
     double kappa = 2.0 * M_PI * e->rx.array.spacing_wavelengths;
     if (st == MMD_OK) {
         autocorr(s->ura.w_col, cols, Rc);
@@ -563,39 +667,56 @@ mmd_status mmd_sim_aoa(mmd_sim *s, const mmd_cfg_pose *poses, size_t n, mmd_aoa_
         st = run_trace(s, poses + first, first, nb);
         if (st != MMD_OK) break;
         double t0 = mmd_now();
-        size_t cap = s->cap_partial;
-        st = ensure(s, &s->d_partial, &cap, nb * groups_per_pose * n_lags * sizeof(cl_float2), "lag sums");
-        s->cap_partial = cap;
-        if (st != MMD_OK) break;
-        cl_uint np = (cl_uint)nb;
-        cl_kernel k = s->k_lags;
-        cl_int err = clSetKernelArg(k, 0, sizeof(cl_mem), &s->d_out);
-        err |= clSetKernelArg(k, 1, sizeof(cl_mem), &s->d_poses);
-        err |= clSetKernelArg(k, 2, sizeof(cl_mem), &s->d_params);
-        err |= clSetKernelArg(k, 3, sizeof(cl_uint), &np);
-        err |= clSetKernelArg(k, 4, sizeof(cl_int), &rx_kind);
-        err |= clSetKernelArg(k, 5, sizeof(cl_float), &rx_q);
-        err |= clSetKernelArg(k, 6, sizeof(cl_float), &rx_g0);
-        err |= clSetKernelArg(k, 7, sizeof(cl_int), &i_cols);
-        err |= clSetKernelArg(k, 8, sizeof(cl_int), &i_rows);
-        err |= clSetKernelArg(k, 9, sizeof(cl_float), &f_kappa);
-        err |= clSetKernelArg(k, 10, sizeof(cl_uint), &rpg);
-        err |= clSetKernelArg(k, 11, sizeof(cl_mem), &s->d_partial);
-        err |= clSetKernelArg(k, 12, local_bytes_w, NULL);
-        err |= clSetKernelArg(k, 13, local_bytes_y, NULL);
-        err |= clSetKernelArg(k, 14, local_bytes_z, NULL);
-        if (err != CL_SUCCESS) {
-            st = mmd_cl_check(err, "set mmd_aoa_lags arguments");
-            break;
+        if (!mech) {
+            size_t cap = s->cap_partial;
+            st = ensure(s, &s->d_partial, &cap, nb * groups_per_pose * n_lags * sizeof(cl_float2), "lag sums");
+            s->cap_partial = cap;
+            if (st != MMD_OK) goto done_batch;
+            cl_uint np = (cl_uint)nb;
+            cl_kernel k = s->k_lags;
+            cl_int err = clSetKernelArg(k, 0, sizeof(cl_mem), &s->d_out);
+            err |= clSetKernelArg(k, 1, sizeof(cl_mem), &s->d_poses);
+            err |= clSetKernelArg(k, 2, sizeof(cl_mem), &s->d_params);
+            err |= clSetKernelArg(k, 3, sizeof(cl_uint), &np);
+            err |= clSetKernelArg(k, 4, sizeof(cl_int), &rx_kind);
+            err |= clSetKernelArg(k, 5, sizeof(cl_float), &rx_q);
+            err |= clSetKernelArg(k, 6, sizeof(cl_float), &rx_g0);
+            err |= clSetKernelArg(k, 7, sizeof(cl_int), &i_cols);
+            err |= clSetKernelArg(k, 8, sizeof(cl_int), &i_rows);
+            err |= clSetKernelArg(k, 9, sizeof(cl_float), &f_kappa);
+            err |= clSetKernelArg(k, 10, sizeof(cl_uint), &rpg);
+            err |= clSetKernelArg(k, 11, sizeof(cl_mem), &s->d_partial);
+            err |= clSetKernelArg(k, 12, local_bytes_w, NULL);
+            err |= clSetKernelArg(k, 13, local_bytes_y, NULL);
+            err |= clSetKernelArg(k, 14, local_bytes_z, NULL);
+            if (err != CL_SUCCESS) {
+                st = mmd_cl_check(err, "set mmd_aoa_lags arguments");
+                goto done_batch;
+            }
+            size_t local = s->lag_wg, global = nb * groups_per_pose * local;
+            st = mmd_cl_check(clEnqueueNDRangeKernel(s->cl->queue, k, 1, NULL, &global, &local, 0, NULL, NULL),
+                              "launch mmd_aoa_lags");
+            if (st == MMD_OK)
+                st = mmd_cl_check(clEnqueueReadBuffer(s->cl->queue, s->d_partial, CL_TRUE, 0,
+                                                      nb * groups_per_pose * n_lags * sizeof(cl_float2), partial, 0, NULL,
+                                                      NULL),
+                                  "read lag sums");
+        } else {
+            cl_uint np = (cl_uint)nb;
+            cl_int err = clSetKernelArg(s->k_dirs, 0, sizeof(cl_mem), &s->d_poses);
+            err |= clSetKernelArg(s->k_dirs, 1, sizeof(cl_mem), &s->d_params);
+            err |= clSetKernelArg(s->k_dirs, 2, sizeof(cl_uint), &np);
+            err |= clSetKernelArg(s->k_dirs, 3, sizeof(cl_mem), &d_dirs);
+            size_t total = nb * nr;
+            st = mmd_cl_check(err, "set mmd_aoa_dirs arguments");
+            if (st == MMD_OK)
+                st = mmd_cl_check(clEnqueueNDRangeKernel(s->cl->queue, s->k_dirs, 1, NULL, &total, NULL, 0, NULL, NULL),
+                                  "launch mmd_aoa_dirs");
+            if (st == MMD_OK)
+                st = mmd_cl_check(clEnqueueReadBuffer(s->cl->queue, d_dirs, CL_TRUE, 0, total * 3 * sizeof(float), dirs,
+                                                      0, NULL, NULL),
+                                  "read ray directions");
         }
-        size_t local = s->lag_wg, global = nb * groups_per_pose * local;
-        st = mmd_cl_check(clEnqueueNDRangeKernel(s->cl->queue, k, 1, NULL, &global, &local, 0, NULL, NULL),
-                          "launch mmd_aoa_lags");
-        if (st == MMD_OK)
-            st = mmd_cl_check(clEnqueueReadBuffer(s->cl->queue, s->d_partial, CL_TRUE, 0,
-                                                  nb * groups_per_pose * n_lags * sizeof(cl_float2), partial, 0, NULL,
-                                                  NULL),
-                              "read lag sums");
         if (st == MMD_OK)
             st = mmd_cl_check(clEnqueueReadBuffer(s->cl->queue, s->d_out, CL_TRUE, 0, nb * nr * sizeof(float), c_host,
                                                   0, NULL, NULL),
@@ -619,7 +740,13 @@ mmd_status mmd_sim_aoa(mmd_sim *s, const mmd_cfg_pose *poses, size_t n, mmd_aoa_
             r->total_power[k_pose] = tot + c_los;
             double g_los = c_los * mmd_antenna_gain(&s->rx_ant, u_los);
             float *spec = r->spectra + k_pose * (size_t)naz * nel;
-            for (int j = 0; j < nel; j++) {
+            if (mech) {
+                /* the horn is pointed at the LoS for los_power */
+                if (r->los_visible[k_pose]) r->los_power[k_pose] = c_los * s->rx_ant.g0;
+                st = mechanical_spectrum(s, c_host + b * nr, dirs + b * nr * 3, nr, c_los, u_los, spec);
+                if (st != MMD_OK) goto done_batch;
+            }
+            for (int j = 0; !mech && j < nel; j++) {
                 /* H[p] = sum_q R_|q| G(p, q) e^{-j kappa q u_bz}: depends on the elevation only */
                 const double complex *ezj = ez + (size_t)j * (2 * rows - 1);
                 for (int p = 0; p < cols; p++) {
@@ -650,8 +777,13 @@ mmd_status mmd_sim_aoa(mmd_sim *s, const mmd_cfg_pose *poses, size_t n, mmd_aoa_
         }
         s->t_reduce += mmd_now() - t0;
         if (progress) progress(first + nb, n, user);
+        continue;
+    done_batch:
+        break;
     }
     free(c_host);
+    free(dirs);
+    if (d_dirs) clReleaseMemObject(d_dirs);
     free(partial);
     free(Rc);
     free(Rr);
