@@ -27,6 +27,7 @@
  */
 #include "bench.h"
 #include "mmd_bvh.h"
+#include "mmd_sim.h"
 #include "mmd_trace.h"
 
 #include <math.h>
@@ -528,6 +529,90 @@ static int run_size(mmd_cl *cl, bench_embree *emb, bench_embree *emb_low, uint32
     return 0;
 }
 
+/* ---------------------------------------------------------------- AoA forward model */
+
+/* Time per pose of the AoA estimator (issue 3: 200k rays, depth 3, 8x8 URA, 181 x 91
+ * bins, 100k-triangle room) and the interaction pipeline's path-vertex rate relative to
+ * plain traversal: a vertex costs one closest-hit and one shadow query, so plain
+ * traversal alone would process vertices at 1 / (1/R_closest + 1/R_shadow). */
+static int bench_aoa(mmd_cl *cl, double closest_mrays, double shadow_mrays, int reps)
+{
+    mesh m;
+    double sp;
+    if (!make_scene(100000, &m, &sp)) return fail("scene generation");
+    char dir[] = "/tmp/mmd_bench_XXXXXX";
+    if (!mkdtemp(dir)) return fail("mkdtemp");
+    char ply[256], exp_path[256];
+    snprintf(ply, sizeof ply, "%s/room.ply", dir);
+    snprintf(exp_path, sizeof exp_path, "%s/exp.yaml", dir);
+    FILE *f = fopen(ply, "wb");
+    if (!f) return fail("write room.ply");
+    fprintf(f, "ply\nformat binary_little_endian 1.0\nelement vertex %u\nproperty float x\nproperty float y\n"
+               "property float z\nelement face %u\nproperty list uchar int vertex_indices\nend_header\n",
+            m.nv, m.nt);
+    fwrite(m.v, sizeof(float), 3 * (size_t)m.nv, f);
+    for (uint32_t t = 0; t < m.nt; t++) {
+        unsigned char c3 = 3;
+        fwrite(&c3, 1, 1, f);
+        fwrite(m.idx + 3 * (size_t)t, sizeof(uint32_t), 3, f);
+    }
+    fclose(f);
+    free(m.v);
+    free(m.idx);
+    const char *yaml =
+        "scene: {file: room.ply, frequency_hz: 60.0e9, materials: {default: {itu: concrete, scattering: 0.3}}}\n"
+        "tx: {position_m: [1.3, 4.6, 2.6]}\n"
+        "rx:\n  array: {rows: 8, cols: 8, spacing_wavelengths: 0.5, window: hann, element: patch}\n"
+        "  poses: [{position_m: [4.0, 3.0, 1.5], yaw_deg: 120}, {position_m: [5.5, 2.0, 1.2], yaw_deg: 150},\n"
+        "          {position_m: [3.0, 1.5, 1.7], yaw_deg: 90}, {position_m: [6.0, 4.0, 1.4], yaw_deg: 200}]\n"
+        "aoa: {azimuth_deg: [-90, 90, 1], elevation_deg: [-45, 45, 1]}\n"
+        "solver: {rays: 200000, max_depth: 3, alpha_r: 50, diffuse: true, polarization: jones, seed: 1}\n";
+    f = fopen(exp_path, "w");
+    if (!f) return fail("write exp.yaml");
+    fputs(yaml, f);
+    fclose(f);
+    mmd_experiment e;
+    mmd_scene *sc = NULL;
+    mmd_bvh *bvh = NULL;
+    mmd_sim *sim = NULL;
+    if (mmd_experiment_load(exp_path, NULL, 0, &e) != MMD_OK) return fail("experiment");
+    if (mmd_scene_load(e.scene.file.path, &sc) != MMD_OK) return fail("scene");
+    if (mmd_bvh_build(sc->vertices, sc->indices, sc->n_triangles, NULL, &bvh) != MMD_OK) return fail("bvh");
+    if (mmd_sim_create(cl, sc, bvh, &e, &sim) != MMD_OK) return fail("simulator");
+    printf("\n== AoA: %u-triangle room, %zu poses x %d rays, depth %d, 8x8 URA, %d x %d bins, Jones mode\n",
+           sc->n_triangles, e.rx.n_poses, e.solver.rays, e.solver.max_depth, e.aoa.azimuth_deg.count,
+           e.aoa.elevation_deg.count);
+    double per_pose[16], trace_pp[16], reduce_pp[16];
+    for (int r = 0; r < reps; r++) {
+        mmd_aoa_result res;
+        sim->t_trace = sim->t_reduce = 0;
+        double t0 = mmd_now();
+        if (mmd_sim_aoa(sim, e.rx.poses, e.rx.n_poses, &res, NULL, NULL) != MMD_OK) return fail("aoa");
+        per_pose[r] = (mmd_now() - t0) / (double)e.rx.n_poses;
+        trace_pp[r] = sim->t_trace / (double)e.rx.n_poses;
+        reduce_pp[r] = sim->t_reduce / (double)e.rx.n_poses;
+        mmd_aoa_result_free(&res);
+    }
+    double pp = median(per_pose, reps), tt = median(trace_pp, reps), tr = median(reduce_pp, reps);
+    printf("per pose: %.1f ms (trace %.1f ms, beam sum %.1f ms)\n", 1e3 * pp, 1e3 * tt, 1e3 * tr);
+    bench_line("aoa_pose_ms", 1e3 * pp, "ms");
+    bench_line("aoa_trace_ms", 1e3 * tt, "ms");
+    bench_line("aoa_beam_sum_ms", 1e3 * tr, "ms");
+    double vertices_per_s = (double)e.solver.rays * e.solver.max_depth / tt / 1e6;
+    double plain = 1.0 / (1.0 / closest_mrays + 1.0 / shadow_mrays);
+    printf("path vertices: %.2f M/s in the pipeline; plain traversal (closest + shadow): %.2f M/s\n",
+           vertices_per_s, plain);
+    bench_line("interaction_vs_traversal", vertices_per_s / plain, "x");
+    mmd_sim_destroy(sim);
+    mmd_bvh_destroy(bvh);
+    mmd_scene_destroy(sc);
+    mmd_experiment_free(&e);
+    remove(ply);
+    remove(exp_path);
+    rmdir(dir);
+    return 0;
+}
+
 int main(void)
 {
     double t_start = mmd_now();
@@ -596,6 +681,8 @@ int main(void)
         }
 #undef B
     }
+    for (int i = 0; i < n_sizes; i++)
+        if (sizes[i] == 100000 && bench_aoa(cl, res[i].closest_ours, res[i].shadow_ours, reps)) return 1;
     printf("\nbench total: %.1f s\n", mmd_now() - t_start);
     bench_embree_destroy(emb_low);
     bench_embree_destroy(emb);
