@@ -253,11 +253,12 @@ __kernel void mmd_aoa_trace(__global const mmd_bvh8_node *nodes, __global const 
 
 /* Lag covariance G(p, q) = sum_i c_i G_RX(u_i) e^{j kappa (p u_iy + q u_iz)} for
  * p in [0, cols-1], q in [-(rows-1), rows-1] (docs/aoa.md). One work-group handles
- * `rays_per_group` consecutive rays of one pose in chunks of its size; each work-item
- * first prepares one ray's weight and phase powers in local memory, then accumulates
- * lags l = lid, lid + lsz, ... over the chunk. Partial sums go to
- * partial[(pose * n_groups + group) * n_lags + l] and are summed on the host in double,
- * in a fixed order. */
+ * `rays_per_group` consecutive rays of one pose in chunks of its size (>= the number of
+ * lags): each work-item first puts one ray's weighted column phases w e^{j kappa p u_y}
+ * and row phases e^{j kappa q u_z} into local memory, then work-item l accumulates lag l
+ * over the chunk (a uniform loop, which CPU drivers vectorise across work-items).
+ * Partial sums go to partial[(pose * n_groups + group) * n_lags + l] and are summed on the
+ * host in double, in a fixed order. */
 __kernel void mmd_aoa_lags(__global const float *c, __global const mmd_gpu_pose *poses,
                            __constant const mmd_sim_params *P, uint n_poses, int rx_kind, float rx_q,
                            float rx_g0, int cols, int rows, float kappa, uint rays_per_group,
@@ -271,10 +272,14 @@ __kernel void mmd_aoa_lags(__global const float *c, __global const mmd_gpu_pose 
     if (b >= n_poses) return;
     uint pose_index = poses[b].index;
     int n_lags = cols * (2 * rows - 1);
-    float2 acc[8];
-    for (int k = 0; k < 8; k++) acc[k] = (float2)(0.0f);
+    int l = (int)lid < n_lags ? (int)lid : n_lags - 1; /* spare work-items shadow the last lag */
+    int p = l / (2 * rows - 1), q = l - p * (2 * rows - 1) - (rows - 1);
+    int aq = q < 0 ? -q : q;
+    float sgn = q < 0 ? -1.0f : 1.0f;
+    float2 acc = (float2)(0.0f);
     uint start = gi * rays_per_group;
     uint end = min(start + rays_per_group, P->n_rays);
+    (void)lw;
     for (uint base = start; base < end; base += lsz) {
         uint i = base + lid;
         float wgt = 0.0f;
@@ -284,37 +289,27 @@ __kernel void mmd_aoa_lags(__global const float *c, __global const mmd_gpu_pose 
             float ci = c[(size_t)b * P->n_rays + i];
             wgt = ci > 0.0f ? ci * antenna_gain(rx_kind, rx_q, rx_g0, ul) : 0.0f;
         }
-        lw[lid] = wgt;
         float cy, sy = sincos(kappa * ul.y, &cy), cz, sz = sincos(kappa * ul.z, &cz);
         float2 ey = (float2)(cy, sy), ez = (float2)(cz, sz);
-        float2 py = (float2)(1.0f, 0.0f), pz = (float2)(1.0f, 0.0f);
-        for (int p = 0; p < cols; p++) {
-            lpy[lid * cols + p] = py;
+        float2 py = (float2)(wgt, 0.0f), pz = (float2)(1.0f, 0.0f);
+        for (int k = 0; k < cols; k++) {
+            lpy[lid * cols + k] = py;
             py = c_mul(py, ey);
         }
-        for (int q = 0; q < rows; q++) {
-            lpz[lid * rows + q] = pz;
+        for (int k = 0; k < rows; k++) {
+            lpz[lid * rows + k] = pz;
             pz = c_mul(pz, ez);
         }
         barrier(CLK_LOCAL_MEM_FENCE);
         uint nr = min(lsz, end - base);
-        for (int k = 0, l = (int)lid; l < n_lags && k < 8; k++, l += (int)lsz) {
-            int p = l / (2 * rows - 1), q = l - p * (2 * rows - 1) - (rows - 1);
-            int aq = q < 0 ? -q : q;
-            float sgn = q < 0 ? -1.0f : 1.0f;
-            float2 a = acc[k];
-            for (uint r = 0; r < nr; r++) {
-                float wr = lw[r];
-                float2 zy = lpy[r * cols + p], zz = lpz[r * rows + aq];
-                zz.y *= sgn;
-                a += c_mul(zy, zz) * wr;
-            }
-            acc[k] = a;
+        for (uint r = 0; r < nr; r++) {
+            float2 zy = lpy[r * cols + p], zz = lpz[r * rows + aq];
+            zz.y *= sgn;
+            acc += c_mul(zy, zz);
         }
         barrier(CLK_LOCAL_MEM_FENCE);
     }
-    for (int k = 0, l = (int)lid; l < n_lags && k < 8; k++, l += (int)lsz)
-        partial[((size_t)b * groups_per_pose + gi) * n_lags + l] = acc[k];
+    if ((int)lid < n_lags) partial[((size_t)b * groups_per_pose + gi) * n_lags + lid] = acc;
 }
 
 /* Ray directions (array frame) of a batch, for tests and tools that recompute the beam

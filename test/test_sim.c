@@ -232,6 +232,45 @@ static void test_los(void)
     run_free(&r);
 }
 
+/* --- LoS through a glass pane: attenuated by |T|^2 with transmission, blocked without - */
+static void test_los_transmission(void)
+{
+    float pane[18] = {2, -1, 0, 2, 1, 0, 2, 1, 2, 2, -1, 0, 2, 1, 2, 2, -1, 2};
+    write_ply("pane.ply", pane, 2);
+    const char *yaml =
+        "scene: {file: pane.ply, frequency_hz: 28.0e9, materials: {default: {itu: glass, thickness_m: 0.006}}}\n"
+        "tx: {position_m: [4.0, 0.0, 1.0]}\n"
+        "rx:\n  array: {rows: 4, cols: 4, element: iso}\n  poses: [{position_m: [0.0, 0.0, 1.0]}]\n"
+        "aoa: {azimuth_deg: [-90, 90, 1], elevation_deg: [-45, 45, 1]}\n"
+        "solver: {rays: 20000, max_depth: 2, transmission: true, seed: 2}\n";
+    const char *modes[] = {"solver.polarization=scalar", "solver.polarization=jones"};
+    double lam = mmd_wavelength(28e9), friis = pow(lam / (4 * M_PI * 4.0), 2);
+    for (int mi = 0; mi < 2; mi++) {
+        run r;
+        if (!run_exp(&r, yaml, &modes[mi], 1)) {
+            CHECK(0, "pane run");
+            continue;
+        }
+        double _Complex R[2], T[2];
+        mmd_material_fresnel(&r.sim->materials[0], 28e9, 1.0, R, T);
+        double t2 = 0.5 * (cabs(T[0]) * cabs(T[0]) + cabs(T[1]) * cabs(T[1]));
+        CHECK(!r.res.los_visible[0], "%s: the pane is in the way", modes[mi]);
+        CHECK_NEAR(10 * log10(r.res.total_power[0]), 10 * log10(friis * t2), 0.01,
+                   "%s: LoS through 6 mm glass = Friis x |T|^2 (%.2f dB)", modes[mi], 10 * log10(t2));
+        CHECK(fabs(r.res.peaks[0].az_deg) <= 0.5 && fabs(r.res.peaks[0].el_deg) <= 0.5, "%s: peak at the TX",
+              modes[mi]);
+        run_free(&r);
+    }
+    const char *off[] = {"solver.transmission=false"};
+    run r;
+    if (run_exp(&r, yaml, off, 1)) {
+        CHECK(r.res.total_power[0] == 0.0, "no transmission: nothing reaches the RX (%g)", r.res.total_power[0]);
+    } else {
+        CHECK(0, "pane run without transmission");
+    }
+    run_free(&r);
+}
+
 /* --- Theorem 1 through the kernel ------------------------------------------------- */
 static void test_theorem1_kernel(void)
 {
@@ -377,6 +416,7 @@ int main(void)
     }
     test_device_physics();
     test_los();
+    test_los_transmission();
     test_theorem1_kernel();
     test_reciprocity_determinism();
     test_beam_sum();

@@ -53,7 +53,9 @@ static mmd_status write_pngs(const char *dir, const mmd_experiment *e, const mmd
                  e->scene.frequency_hz * 1e-9, e->rx.array.rows, e->rx.array.cols,
                  mmd_cfg_enum_name("solver.mode", e->solver.mode));
         mmd_plot_marker los = {.x = r->los_az_deg[k], .y = r->los_el_deg[k], .shape = MMD_MARKER_CROSS,
-                               .label = r->los_visible[k] ? "LoS" : "LoS (blocked)"};
+                               .label = r->los_visible[k]    ? "LoS"
+                                        : r->los_power[k] > 0 ? "LoS (through slab)"
+                                                              : "LoS (blocked)"};
         mmd_heatmap_params p = mmd_heatmap_defaults();
         p.data = db;
         p.nx = r->n_az;

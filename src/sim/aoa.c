@@ -254,8 +254,8 @@ mmd_status mmd_sim_create(mmd_cl *cl, const mmd_scene *sc, const mmd_bvh *bvh, c
     if (st == MMD_OK) st = mmd_cl_kernel(cl, prog, "mmd_aoa_dirs", &s->k_dirs);
     if (st == MMD_OK) {
         int n_lags = e->rx.array.cols * (2 * e->rx.array.rows - 1);
-        size_t wg = 64;
-        while (wg * 8 < (size_t)n_lags) wg *= 2;
+        size_t wg = 64; /* one lag per work-item */
+        while (wg < (size_t)n_lags) wg *= 2;
         if (wg > cl->info.max_work_group)
             st = mmd_error(MMD_ERR_INVALID, "rx.array: %d x %d elements need %d lags, more than this device's work-group (%zu) allows",
                            e->rx.array.rows, e->rx.array.cols, n_lags, cl->info.max_work_group);
@@ -459,10 +459,25 @@ int mmd_aoa_find_peaks(const float *spec, int n_az, int n_el, const mmd_cfg_grid
     return n;
 }
 
+/* Theta-hat (vertical polarisation) of local direction u, in the world frame of R. */
+static void theta_hat_world(const double R[9], const double u[3], double out[3])
+{
+    double th[3], rho = hypot(u[0], u[1]);
+    th[0] = rho > 1e-12 ? u[2] * u[0] / rho : (u[2] > 0 ? 1 : -1);
+    th[1] = rho > 1e-12 ? u[2] * u[1] / rho : 0;
+    th[2] = -rho;
+    mmd_to_world(R, th, out);
+}
+
+/* The exact line-of-sight path (SPEC 4). With solver.transmission, surfaces with a slab
+ * thickness on the segment attenuate it by their transmission coefficients (crossed in
+ * order from the TX, Jones-correct) instead of blocking it; any other surface blocks. */
+#define MMD_LOS_MAX_CROSSINGS 32
 static void los_of_pose(mmd_sim *s, const mmd_cfg_pose *p, mmd_aoa_result *r, size_t k, double *c_los_iso,
                         double u_los[3])
 {
     const mmd_experiment *e = s->exp;
+    const mmd_scene *sc = s->scene;
     double R[9];
     mmd_rotation_ypr(p->yaw_deg * DEG, p->pitch_deg * DEG, p->roll_deg * DEG, R);
     double v[3], d = 0;
@@ -478,28 +493,60 @@ static void los_of_pose(mmd_sim *s, const mmd_cfg_pose *p, mmd_aoa_result *r, si
     mmd_dir_to_az_el(u_los, &az, &el);
     r->los_az_deg[k] = az / DEG;
     r->los_el_deg[k] = el / DEG;
-    mmd_ray ray = {(float)p->position_m[0], (float)p->position_m[1], (float)p->position_m[2], 0.0f,
-                   (float)v[0], (float)v[1], (float)v[2], (float)(d * (1.0 - 1e-6))};
-    if (mmd_bvh_any_ref(s->bvh, &ray)) return;
-    r->los_visible[k] = 1;
+    /* crossings from the RX side */
+    uint32_t cross[MMD_LOS_MAX_CROSSINGS];
+    int nc = 0;
+    float tmin = 0.0f, tend = (float)(d * (1.0 - 1e-6));
+    for (;;) {
+        mmd_ray ray = {(float)p->position_m[0], (float)p->position_m[1], (float)p->position_m[2], tmin,
+                       (float)v[0], (float)v[1], (float)v[2], tend};
+        mmd_hit h = mmd_bvh_closest_ref(s->bvh, &ray);
+        if (h.prim < 0) break;
+        const mmd_material *m = &s->materials[sc->tri_object[h.prim]];
+        if (!e->solver.transmission || !(m->thickness_m > 0) || nc == MMD_LOS_MAX_CROSSINGS) return; /* blocked */
+        cross[nc++] = (uint32_t)h.prim;
+        tmin = h.t + fmaxf(1e-6f * (float)d, 1e-5f);
+        if (tmin >= tend) break;
+    }
+    r->los_visible[k] = nc == 0;
     double back[3] = {-v[0], -v[1], -v[2]}, txl[3];
     mmd_to_local(s->tx_rot, back, txl);
     double g = mmd_free_space_gain(s->wavelength, d) * mmd_antenna_gain(&s->tx_ant, txl);
-    if (e->solver.polarization == MMD_CFG_POL_JONES) {
-        /* polarisation match of the two vertical (theta-hat) antennas */
-        double th_rx[3], th_tx[3], wr[3], wt[3];
-        double rho = hypot(u_los[0], u_los[1]);
-        th_rx[0] = rho > 1e-12 ? u_los[2] * u_los[0] / rho : (u_los[2] > 0 ? 1 : -1);
-        th_rx[1] = rho > 1e-12 ? u_los[2] * u_los[1] / rho : 0;
-        th_rx[2] = -rho;
-        rho = hypot(txl[0], txl[1]);
-        th_tx[0] = rho > 1e-12 ? txl[2] * txl[0] / rho : (txl[2] > 0 ? 1 : -1);
-        th_tx[1] = rho > 1e-12 ? txl[2] * txl[1] / rho : 0;
-        th_tx[2] = -rho;
-        mmd_to_world(R, th_rx, wr);
-        mmd_to_world(s->tx_rot, th_tx, wt);
-        double m = wr[0] * wt[0] + wr[1] * wt[1] + wr[2] * wt[2];
-        g *= m * m;
+    int jones = e->solver.polarization == MMD_CFG_POL_JONES;
+    double complex E[3] = {0, 0, 0};
+    double wt[3], wr[3];
+    theta_hat_world(s->tx_rot, txl, wt);
+    theta_hat_world(R, u_los, wr);
+    for (int i = 0; i < 3; i++) E[i] = wt[i];
+    double scalar = 1.0;
+    for (int c = nc - 1; c >= 0; c--) { /* from the TX toward the RX: propagation k = -v */
+        uint32_t t = cross[c];
+        const float *a = sc->vertices + 3 * sc->indices[3 * t], *b = sc->vertices + 3 * sc->indices[3 * t + 1],
+                    *cc = sc->vertices + 3 * sc->indices[3 * t + 2];
+        double e1[3] = {b[0] - a[0], b[1] - a[1], b[2] - a[2]}, e2[3] = {cc[0] - a[0], cc[1] - a[1], cc[2] - a[2]};
+        double n[3] = {e1[1] * e2[2] - e1[2] * e2[1], e1[2] * e2[0] - e1[0] * e2[2], e1[0] * e2[1] - e1[1] * e2[0]};
+        double ln = sqrt(n[0] * n[0] + n[1] * n[1] + n[2] * n[2]);
+        if (!(ln > 0)) continue;
+        for (int i = 0; i < 3; i++) n[i] /= ln;
+        double cosi = fabs(back[0] * n[0] + back[1] * n[1] + back[2] * n[2]);
+        double complex Rf[2], T[2];
+        mmd_material_fresnel(&s->materials[sc->tri_object[t]], s->freq_hz, cosi, Rf, T);
+        if (jones) {
+            double ete[3], etm[3];
+            mmd_te_tm_basis(back, n, ete, etm);
+            double complex pte = 0, ptm = 0;
+            for (int i = 0; i < 3; i++) pte += ete[i] * E[i], ptm += etm[i] * E[i];
+            for (int i = 0; i < 3; i++) E[i] = T[0] * pte * ete[i] + T[1] * ptm * etm[i];
+        } else {
+            scalar *= 0.5 * (cabs(T[0]) * cabs(T[0]) + cabs(T[1]) * cabs(T[1]));
+        }
+    }
+    if (jones) {
+        double complex amp = 0;
+        for (int i = 0; i < 3; i++) amp += wr[i] * E[i];
+        g *= creal(amp * conj(amp));
+    } else {
+        g *= scalar;
     }
     *c_los_iso = g;
     r->los_power[k] = g * mmd_antenna_gain(&s->rx_ant, u_los);
