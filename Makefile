@@ -92,7 +92,7 @@ test: check-deps $(BIN) $(TEST_BIN)
 	  MMD_SHARED=$${MMD_SHARED:-$(CURDIR)/../shared} test/run_tests.sh $(TEST_BIN)
 
 test-asan:
-	LSAN_OPTIONS=suppressions=$(CURDIR)/test/lsan.supp:print_suppressions=0 \
+	LSAN_OPTIONS=suppressions=$(CURDIR)/test/lsan.supp:print_suppressions=0 MMD_TEST_QUICK_BRUTE=1 \
 	$(MAKE) BUILD=build-asan OPT=-O1 \
 	  CFLAGS="-O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" \
 	  LDFLAGS="-fsanitize=address,undefined" test

@@ -15,10 +15,10 @@
  * across threads, and the host BVH reference (mmd_bvh_closest_ref / mmd_bvh_any_ref) on
  * every ray. Brute force on munich (39k triangles) and etoile (13k) is ~5e9 triangle
  * tests per query type: measured 33 s and 10 s on 2 idle cores (48 s for the whole
- * test instead of 14-22 s), several times that under ASan or on a busy machine. So
- * there a 10k-ray strided subset is compared against brute force and all 100k rays
- * against the BVH reference; MMD_TEST_FULL_BRUTE=1 compares all 100k with brute force
- * too (0 mismatches when last run).
+ * test instead of 14-22 s). That fits the test budget, so every ray of every scene is
+ * compared with brute force by default; MMD_TEST_QUICK_BRUTE=1 (used by make test-asan,
+ * where sanitizers make it several times slower) compares a 10k-ray strided subset there
+ * and all 100k rays against the BVH reference.
  */
 #include "mmd_bvh.h"
 #include "mmd_scene.h"
@@ -348,8 +348,8 @@ static void test_scene(mmd_cl *cl, const char *rel)
 
     /* 2. brute force: all rays, or a strided subset (keeps the ray-type mix) on the two
      * city scenes */
-    const char *full = getenv("MMD_TEST_FULL_BRUTE"); /* 1: brute force on every ray */
-    size_t n_brute = s->n_triangles > 5000 && !(full && full[0] == '1') ? N_BRUTE_SUBSET : n;
+    const char *quick = getenv("MMD_TEST_QUICK_BRUTE"); /* 1: brute-force subset on big scenes */
+    size_t n_brute = s->n_triangles > 5000 && quick && quick[0] == '1' ? N_BRUTE_SUBSET : n;
     for (size_t j = 0; j < n_brute; j++) {
         subset[j] = j * (n / n_brute);
         sub_rays[j] = rays[subset[j]];
@@ -363,8 +363,10 @@ static void test_scene(mmd_cl *cl, const char *rel)
     cmp_count af = compare_any(s, name, "any vs brute force", srays, occ, occ_ref, n_brute, subset, delta);
     CHECK(af.hard == 0, "%s: %zu of %zu any-hit results differ from brute force", name, af.hard, n_brute);
     /* precision-limited cases are rare accidents of random origins within ~delta of a
-     * surface; many of them would mean the tolerance hides a real problem */
-    CHECK(cf.soft + af.soft <= n_brute / 5000 && cb.soft + ab.soft <= n / 5000,
+     * surface (since the BVH boxes carry a scene-wide margin: 1 in 1.7M rays, a ray
+     * starting inside nist_l_room's 3 mm floor slab); more would mean the tolerance
+     * hides a real problem */
+    CHECK(cf.soft + af.soft <= 2 && cb.soft + ab.soft <= 2,
           "%s: %zu + %zu precision-limited differences from brute force, %zu + %zu from the BVH reference", name,
           cf.soft, af.soft, cb.soft, ab.soft);
     tr0 = mmd_now() - tr0;
