@@ -71,6 +71,9 @@ mmd_status mmd_read_file(const char *path, char **data, size_t *size);
 /* Write a file atomically: write to "<path>.tmp.<pid>" then rename over `path`, so a
  * reader never sees a half-written result. */
 mmd_status mmd_write_file_atomic(const char *path, const void *data, size_t size);
+/* The same for a file made of two parts (a header and a large array, say), streamed
+ * without concatenating them in memory. */
+mmd_status mmd_write_file_atomic2(const char *path, const void *a, size_t na, const void *b, size_t nb);
 
 /* Create a directory and its parents (like mkdir -p); an existing one is fine. */
 mmd_status mmd_mkdirs(const char *path);

@@ -140,7 +140,7 @@ mmd_status mmd_read_file(const char *path, char **data, size_t *size)
     return MMD_OK;
 }
 
-mmd_status mmd_write_file_atomic(const char *path, const void *data, size_t size)
+mmd_status mmd_write_file_atomic2(const char *path, const void *a, size_t na, const void *b, size_t nb)
 {
     size_t len = strlen(path) + 32;
     char *tmp = mmd_malloc(len, 1, "temp path");
@@ -152,24 +152,29 @@ mmd_status mmd_write_file_atomic(const char *path, const void *data, size_t size
         free(tmp);
         return st;
     }
-    size_t put = size ? fwrite(data, 1, size, f) : 0;
-    int bad = put != size;
-    if (fflush(f) != 0) bad = 1;
-    if (fclose(f) != 0) bad = 1;
+    int bad = 0, e = 0;
+    if (na && fwrite(a, 1, na, f) != na) bad = 1, e = errno;
+    if (!bad && nb && fwrite(b, 1, nb, f) != nb) bad = 1, e = errno;
+    if (fflush(f) != 0 && !bad) bad = 1, e = errno;
+    if (fclose(f) != 0 && !bad) bad = 1, e = errno;
     if (bad) {
-        int e = errno;
         remove(tmp);
         free(tmp);
-        return mmd_error(MMD_ERR_IO, "%s: write failed: %s", path, strerror(e));
+        return mmd_error(MMD_ERR_IO, "%s: write failed: %s", path, strerror(e ? e : EIO));
     }
     if (rename(tmp, path) != 0) {
-        int e = errno;
+        e = errno;
         remove(tmp);
         free(tmp);
         return mmd_error(MMD_ERR_IO, "%s: cannot rename temp file into place: %s", path, strerror(e));
     }
     free(tmp);
     return MMD_OK;
+}
+
+mmd_status mmd_write_file_atomic(const char *path, const void *data, size_t size)
+{
+    return mmd_write_file_atomic2(path, data, size, NULL, 0);
 }
 
 char *mmd_path_join(const char *base, const char *rel, int base_is_file)

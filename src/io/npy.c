@@ -59,44 +59,6 @@ static void swap_bytes(unsigned char *p, size_t count, size_t esize)
  * Writing
  */
 
-/* mmd_write_file_atomic needs one contiguous buffer; arrays can be hundreds of MB, so
- * stream header and data into the temp file instead of concatenating them. Same temp
- * naming as mmd_write_file_atomic so stale temps are recognisable. */
-static mmd_status write_atomic2(const char *path, const void *a, size_t na, const void *b,
-                                size_t nb)
-{
-    size_t len = strlen(path) + 32;
-    char *tmp = mmd_malloc(len, 1, "temp path");
-    if (!tmp) return MMD_ERR_NOMEM;
-    snprintf(tmp, len, "%s.tmp.%ld", path, (long)getpid());
-    FILE *f = fopen(tmp, "wb");
-    if (!f) {
-        mmd_status st = mmd_error(MMD_ERR_IO, "%s: cannot write: %s", path, strerror(errno));
-        free(tmp);
-        return st;
-    }
-    int bad = 0;
-    if (na && fwrite(a, 1, na, f) != na) bad = 1;
-    if (!bad && nb && fwrite(b, 1, nb, f) != nb) bad = 1;
-    int e = errno;
-    if (fflush(f) != 0 && !bad) { bad = 1; e = errno; }
-    if (fclose(f) != 0 && !bad) { bad = 1; e = errno; }
-    if (bad) {
-        remove(tmp);
-        free(tmp);
-        return mmd_error(MMD_ERR_IO, "%s: write failed: %s", path, strerror(e));
-    }
-    if (rename(tmp, path) != 0) {
-        e = errno;
-        remove(tmp);
-        free(tmp);
-        return mmd_error(MMD_ERR_IO, "%s: cannot rename temp file into place: %s", path,
-                         strerror(e));
-    }
-    free(tmp);
-    return MMD_OK;
-}
-
 mmd_status mmd_npy_write(const char *path, mmd_dtype dtype, const size_t *shape, int ndim,
                          const void *data)
 {
@@ -137,13 +99,13 @@ mmd_status mmd_npy_write(const char *path, mmd_dtype dtype, const size_t *shape,
     hdr[total - 1] = '\n';
 
     size_t nbytes = count * esize;
-    if (esize == 1 || host_is_little()) return write_atomic2(path, hdr, total, data, nbytes);
+    if (esize == 1 || host_is_little()) return mmd_write_file_atomic2(path, hdr, total, data, nbytes);
     /* Big-endian host: the file is always little-endian ('<'), so swap a copy. */
     unsigned char *tmp = mmd_malloc(nbytes, 1, "NPY byte-swap buffer");
     if (!tmp) return MMD_ERR_NOMEM;
     memcpy(tmp, data, nbytes);
     swap_bytes(tmp, count, esize);
-    mmd_status st = write_atomic2(path, hdr, total, tmp, nbytes);
+    mmd_status st = mmd_write_file_atomic2(path, hdr, total, tmp, nbytes);
     free(tmp);
     return st;
 }
