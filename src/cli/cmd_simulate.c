@@ -49,9 +49,14 @@ static mmd_status write_pngs(const char *dir, const mmd_experiment *e, const mmd
         for (size_t i = 0; i < (size_t)r->n_az * r->n_el; i++) db[i] = s[i] > 0 ? 10.0f * log10f(s[i]) : -INFINITY;
         snprintf(png, sizeof png, "%s/pose_%04zu.png", sub, k);
         snprintf(js, sizeof js, "%s/pose_%04zu.json", sub, k);
-        snprintf(title, sizeof title, "AoA spectrum, pose %zu (%.3g GHz, %dx%d URA, %s)", k,
-                 e->scene.frequency_hz * 1e-9, e->rx.array.rows, e->rx.array.cols,
-                 mmd_cfg_enum_name("solver.mode", e->solver.mode));
+        if (e->rx.array.mode == MMD_CFG_RX_MECHANICAL)
+            snprintf(title, sizeof title, "AoA spectrum, pose %zu (%.3g GHz, %.3g° horn scan, %s)", k,
+                     e->scene.frequency_hz * 1e-9, e->rx.array.horn.hpbw_deg,
+                     mmd_cfg_enum_name("solver.mode", e->solver.mode));
+        else
+            snprintf(title, sizeof title, "AoA spectrum, pose %zu (%.3g GHz, %dx%d URA, %s)", k,
+                     e->scene.frequency_hz * 1e-9, e->rx.array.rows, e->rx.array.cols,
+                     mmd_cfg_enum_name("solver.mode", e->solver.mode));
         mmd_plot_marker los = {.x = r->los_az_deg[k], .y = r->los_el_deg[k], .shape = MMD_MARKER_CROSS,
                                .label = r->los_visible[k]    ? "LoS"
                                         : r->los_power[k] > 0 ? "LoS (through slab)"

@@ -562,9 +562,12 @@ typedef struct mech_job {
     const mmd_experiment *e;
     const mmd_antenna *horn;
     double cos_max, c_los, u_los[3];
+    const double *lut; /* g0 cos^q on [cos_max, 1] in MECH_LUT steps (pow per bin is the cost) */
     float *spec;
     int j0, j1;
 } mech_job;
+
+#define MECH_LUT 65536
 
 static void *mech_worker(void *arg)
 {
@@ -602,12 +605,34 @@ static void *mech_worker(void *arg)
         int jlo = (int)floor((el - pm - ge->start) / ge->step), jhi = (int)ceil((el + pm - ge->start) / ge->step);
         if (jlo < m->j0) jlo = m->j0;
         if (jhi > m->j1 - 1) jhi = m->j1 - 1;
+        double se = sin(el * DEG), ce = cos(el * DEG);
+        int wrap = ga->step * naz >= 360.0 - 1e-9;
         for (int j = jlo; j <= jhi; j++) {
-            for (int i = 0; i < naz; i++) {
+            /* azimuth window of this row: cos psi = sin e sin e_b + cos e cos e_b cos(daz) */
+            double eb = (ge->start + j * ge->step) * DEG, ceb = cos(eb);
+            double den = ce * ceb, lim = den > 1e-12 ? (m->cos_max - se * sin(eb)) / den : -2.0;
+            int i0 = 0, i1 = naz - 1;
+            if (lim > -1.0) {
+                if (lim >= 1.0) lim = 1.0;
+                double daz = acos(lim) / DEG + ga->step; /* one bin of margin for rounding */
+                int lo = (int)floor((az - daz - ga->start) / ga->step), hi = (int)ceil((az + daz - ga->start) / ga->step);
+                if (!wrap || hi - lo + 1 >= naz) {
+                    i0 = lo < 0 ? 0 : lo;
+                    i1 = hi > naz - 1 ? naz - 1 : hi;
+                } else {
+                    i0 = lo, i1 = hi; /* wrapped below */
+                }
+            }
+            for (int ii = i0; ii <= i1; ii++) {
+                int i = ((ii % naz) + naz) % naz;
                 const double *b = ub + 3 * ((size_t)(j - m->j0) * naz + i);
                 double cp = u[0] * b[0] + u[1] * b[1] + u[2] * b[2];
                 if (cp <= m->cos_max) continue;
-                acc[(size_t)(j - m->j0) * naz + i] += w * m->horn->g0 * pow(cp, m->horn->q);
+                double x = (cp - m->cos_max) / (1.0 - m->cos_max) * MECH_LUT;
+                int xi = (int)x;
+                if (xi >= MECH_LUT) xi = MECH_LUT - 1;
+                double fr = x - xi;
+                acc[(size_t)(j - m->j0) * naz + i] += w * (m->lut[xi] + fr * (m->lut[xi + 1] - m->lut[xi]));
             }
         }
     }
@@ -628,8 +653,12 @@ static mmd_status mechanical_spectrum(mmd_sim *s, const float *c, const float *d
     mech_job jobs[64];
     pthread_t th[64];
     double cos_max = pow(1e-9, 1.0 / s->rx_ant.q);
+    double *lut = mmd_malloc(MECH_LUT + 1, sizeof *lut, "horn pattern table");
+    if (!lut) return MMD_ERR_NOMEM;
+    for (int i = 0; i <= MECH_LUT; i++)
+        lut[i] = s->rx_ant.g0 * pow(cos_max + (1.0 - cos_max) * i / MECH_LUT, s->rx_ant.q);
     for (int t = 0; t < nt; t++) {
-        jobs[t] = (mech_job){c, dirs, nr, e, &s->rx_ant, cos_max, c_los, {u_los[0], u_los[1], u_los[2]}, spec,
+        jobs[t] = (mech_job){c, dirs, nr, e, &s->rx_ant, cos_max, c_los, {u_los[0], u_los[1], u_los[2]}, lut, spec,
                              nel * t / nt, nel * (t + 1) / nt};
     }
     int started = 0;
@@ -643,6 +672,7 @@ static mmd_status mechanical_spectrum(mmd_sim *s, const float *c, const float *d
         pthread_join(th[t], &r);
         if (r) failed = 1;
     }
+    free(lut);
     return failed ? mmd_error(MMD_ERR_NOMEM, "out of memory in the mechanical-scan beam sum") : MMD_OK;
 }
 
