@@ -114,10 +114,16 @@ __kernel void mmd_aoa_trace(__global const mmd_bvh8_node *nodes, __global const 
     float3 d = normalize(mat3_mul(prot, ul));
     float3 o = (float3)(pose->pos[0], pose->pos[1], pose->pos[2]);
     float3 tx = (float3)(P->tx_pos[0], P->tx_pos[1], P->tx_pos[2]);
-    int jones = (P->flags & MMD_SIM_JONES) != 0;
-    int specular = (P->flags & MMD_SIM_SPECULAR) != 0;
-    int use_diffuse = (P->flags & MMD_SIM_DIFFUSE) != 0;
-    int use_trans = (P->flags & MMD_SIM_TRANSMIT) != 0;
+#ifdef MMD_SIM_FLAGS_CT
+    /* the host compiles one program per flag set, so unused physics folds away */
+    const uint flags = MMD_SIM_FLAGS_CT;
+#else
+    const uint flags = P->flags;
+#endif
+    const int jones = (flags & MMD_SIM_JONES) != 0;
+    const int specular = (flags & MMD_SIM_SPECULAR) != 0;
+    const int use_diffuse = (flags & MMD_SIM_DIFFUSE) != 0;
+    const int use_trans = (flags & MMD_SIM_TRANSMIT) != 0;
 
     cvec3 w;
     w.re = mat3_mul(prot, pol_theta_hat(ul));

@@ -248,6 +248,7 @@ mmd_status mmd_sim_create(mmd_cl *cl, const mmd_scene *sc, const mmd_bvh *bvh, c
     cl_program prog = NULL;
     char opts[256];
     mmd_trace_cl_options(cl, opts, sizeof opts);
+    snprintf(opts + strlen(opts), sizeof opts - strlen(opts), "-DMMD_SIM_FLAGS_CT=%uu ", P->flags);
     if (st == MMD_OK) st = mmd_cl_program(cl, "aoa.cl", opts, &prog);
     if (st == MMD_OK) st = mmd_cl_kernel(cl, prog, "mmd_aoa_trace", &s->k_trace);
     if (st == MMD_OK) st = mmd_cl_kernel(cl, prog, "mmd_aoa_lags", &s->k_lags);
