@@ -4,12 +4,15 @@
  *
  * Build: 64-bit keys (the top bits of a 63-bit Morton code of the triangle centroid in
  * the centroid bbox, the triangle index in the low bits, so keys are unique and dense
- * LiDAR-like scenes keep >= 44 Morton bits) -> parallel LSD radix sort (pthreads) ->
- * Apetrei 2014 bottom-up hierarchy (the Karras 2012 tree, built together with its AABBs
- * in one pass with atomics) -> greedy surface-area collapse to 8-wide nodes with small
- * leaves -> depth-first (pre-order) flattening. The depth is at most MMD_BVH_MAX_DEPTH
- * (balanced splits take over where the LBVH would be deeper), which bounds the
- * traversal stack; mmd_bvh_validate checks it. Output is identical for any thread count.
+ * LiDAR-like scenes keep >= 44 Morton bits) -> parallel MSD radix sort (pthreads) ->
+ * the Karras 2012 hierarchy, built together with its AABBs in one stack-based pass
+ * per thread (it is the Cartesian tree of the splits' highest differing key bits) ->
+ * greedy surface-area collapse to 8-wide nodes with small leaves -> depth-first
+ * (pre-order) flattening. The depth is at most MMD_BVH_MAX_DEPTH (balanced splits take
+ * over where the LBVH would be deeper), which bounds the traversal stack;
+ * mmd_bvh_validate checks it. Output is identical for any thread count. The builder
+ * keeps its scratch memory (48 bytes per triangle, returned to the kernel lazily with
+ * MADV_FREE) for the next build instead of freeing it.
  * Degenerate (zero-area) and duplicate triangles are kept (they are valid scene
  * content; a degenerate triangle is simply never hit).
  *

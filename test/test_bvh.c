@@ -771,6 +771,66 @@ static void test_depth_fallback(void)
     mesh_free(&m);
 }
 
+/* The builder keeps its scratch memory between builds and may run in several threads
+ * at once: builds after builds of other sizes, and two builds at the same time, give
+ * the BVHs of the first builds. */
+typedef struct build_job {
+    const mesh *m;
+    int threads;
+    mmd_bvh *b;
+} build_job;
+
+static void *build_main(void *p)
+{
+    build_job *j = p;
+    mmd_bvh_options o = {j->threads, 0};
+    if (mmd_bvh_build(j->m->v, j->m->ix, j->m->n, &o, &j->b) != MMD_OK) j->b = NULL;
+    return NULL;
+}
+
+static void test_reuse(void)
+{
+    mesh big, small;
+    make_soup(&big, 40000, 0.02f, 91);
+    make_room(&small, 12, 1);
+    mmd_bvh *b0 = build(&big, 2, 0), *s0 = build(&small, 1, 0);
+    mmd_bvh *s1 = build(&small, 1, 0), *b1 = build(&big, 3, 0);
+    CHECK(same_bvh(b0, b1) && same_bvh(s0, s1), "builds after builds of other sizes are identical");
+    build_job j[3] = {{&big, 2, NULL}, {&small, 1, NULL}, {&big, 1, NULL}};
+    pthread_t th[3];
+    int started[3];
+    for (int k = 0; k < 3; k++) {
+        started[k] = pthread_create(&th[k], NULL, build_main, &j[k]) == 0;
+        if (!started[k]) build_main(&j[k]);
+    }
+    for (int k = 0; k < 3; k++)
+        if (started[k]) pthread_join(th[k], NULL);
+    CHECK(same_bvh(b0, j[0].b) && same_bvh(s0, j[1].b) && same_bvh(b0, j[2].b),
+          "concurrent builds are identical");
+    for (int k = 0; k < 3; k++) mmd_bvh_destroy(j[k].b);
+    mmd_bvh_destroy(b0);
+    mmd_bvh_destroy(b1);
+    mmd_bvh_destroy(s0);
+    mmd_bvh_destroy(s1);
+    mesh_free(&big);
+    mesh_free(&small);
+}
+
+/* Box unions keep the first of equal values, and +0 == -0: a flat soup whose z is +0
+ * and -0 in turn must give the same boxes (bit for bit) for any thread count. */
+static void test_signed_zero(void)
+{
+    mesh m;
+    make_soup(&m, 40000, 0.02f, 93);
+    for (uint32_t i = 0; i < 3 * m.n; i++) m.v[3 * i + 2] = (i / 3 + i) % 2 ? -0.0f : 0.0f;
+    mmd_bvh *b1 = build(&m, 1, 0), *b2 = build(&m, 2, 0), *b4 = build(&m, 4, 0);
+    CHECK(same_bvh(b1, b2) && same_bvh(b1, b4), "signed zeros: threads 1, 2, 4 give identical BVHs");
+    mmd_bvh_destroy(b1);
+    mmd_bvh_destroy(b2);
+    mmd_bvh_destroy(b4);
+    mesh_free(&m);
+}
+
 /* The main comparison: 20k-triangle soup, 100k closest-hit rays + 50k any-hit rays. */
 static void test_vs_brute(void)
 {
@@ -811,6 +871,8 @@ int main(void)
     RUN(test_corruption);
     RUN(test_depth_fallback);
     RUN(test_stack_overflow);
+    RUN(test_reuse);
+    RUN(test_signed_zero);
     RUN(test_vs_brute);
     return TEST_DONE();
 }
