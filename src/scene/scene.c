@@ -1,6 +1,7 @@
 /* Scene container: loading dispatch, the builder the format loaders share, bbox, info
- * printing and the ITU-R P.2040 name table (see mmd_scene.h). */
+ * printing and ITU-R P.2040 name checks (see mmd_scene.h). */
 #include "mmd_scene.h"
+#include "mmd_physics.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -9,27 +10,22 @@
 #include <string.h>
 #include <strings.h>
 
-/* ITU-R P.2040-3 Table 3 names, in the order Sionna RT lists them. */
-static const char *const itu_names[] = {
-    "vacuum",     "concrete",    "brick",          "plasterboard",      "wood",
-    "glass",      "ceiling_board", "chipboard",    "plywood",           "marble",
-    "floorboard", "metal",       "very_dry_ground", "medium_dry_ground", "wet_ground",
-};
-#define N_ITU (sizeof itu_names / sizeof itu_names[0])
-
+/* The ITU-R P.2040 names are those of the physics module's table (one list). */
 int mmd_itu_known(const char *name)
 {
     if (!name) return 0;
-    for (size_t i = 0; i < N_ITU; i++)
-        if (strcmp(name, itu_names[i]) == 0) return 1;
+    for (int i = 0; i < mmd_material_itu_count(); i++)
+        if (strcmp(name, mmd_material_itu_name(i)) == 0) return 1;
     return 0;
 }
 
 const char *mmd_itu_names(void)
 {
-    static const char list[] = "vacuum, concrete, brick, plasterboard, wood, glass, ceiling_board, "
-                               "chipboard, plywood, marble, floorboard, metal, very_dry_ground, "
-                               "medium_dry_ground, wet_ground";
+    static _Thread_local char list[512];
+    size_t off = 0;
+    list[0] = 0;
+    for (int i = 0; i < mmd_material_itu_count() && off < sizeof list; i++)
+        off += (size_t)snprintf(list + off, sizeof list - off, "%s%s", i ? ", " : "", mmd_material_itu_name(i));
     return list;
 }
 
