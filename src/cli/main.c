@@ -20,6 +20,7 @@ static const command commands[] = {
     {"devices", mmd_cmd_devices, "list OpenCL platforms and devices"},
     {"info", mmd_cmd_info, "load a scene (PLY, Mitsuba XML, scene YAML) and print its contents"},
     {"simulate", mmd_cmd_simulate, "AoA spectra for the receiver poses of an experiment file"},
+    {"coverage", mmd_cmd_coverage, "coverage map (path gain / RSS heatmap) of an experiment's TX"},
 };
 
 static void usage(FILE *f)

@@ -273,13 +273,14 @@ mmd_status mmd_sim_create(mmd_cl *cl, const mmd_scene *sc, const mmd_bvh *bvh, c
 void mmd_sim_destroy(mmd_sim *s)
 {
     if (!s) return;
-    cl_mem bufs[] = {s->d_nodes, s->d_tris, s->d_prims, s->d_mats, s->d_coef, s->d_params, s->d_poses, s->d_out,
-                     s->d_partial};
+    cl_mem bufs[] = {s->d_nodes, s->d_tris,    s->d_prims,   s->d_mats,     s->d_coef,    s->d_params,
+                     s->d_poses, s->d_out, s->d_partial, s->d_cov_cell, s->d_cov_val};
     for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++)
         if (bufs[i]) clReleaseMemObject(bufs[i]);
     if (s->k_trace) clReleaseKernel(s->k_trace);
     if (s->k_lags) clReleaseKernel(s->k_lags);
     if (s->k_dirs) clReleaseKernel(s->k_dirs);
+    if (s->k_cov) clReleaseKernel(s->k_cov);
     free(s->materials);
     free(s->gpu_mats);
     free(s->lobe_coef);

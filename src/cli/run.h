@@ -1,0 +1,57 @@
+/*
+ * run.h - what every experiment-driven sub-command (simulate, coverage, ...) does the
+ * same way: parse `EXP.yaml [-o DIR] [--set key=value ...]`, load and check the
+ * experiment, load the scene, build the BVH, open the device, create the simulator, and
+ * record the run (resolved configuration, command line, device, seed, materials) in the
+ * run directory.
+ *
+ * Example:
+ *     mmd_cli_run r;
+ *     int rc = mmd_cli_run_open(&r, o, "coverage", argc, argv, 0);
+ *     if (rc) return rc;                      // usage error (2) or failure (1), reported
+ *     ... mmd_sim_coverage(r.sim, ...) ...
+ *     mmd_cli_run_write_records(&r);          // experiment.resolved.yaml, command.txt
+ *     mmd_cli_run_close(&r);
+ */
+#ifndef MMD_CLI_RUN_H
+#define MMD_CLI_RUN_H
+
+#include "cli.h"
+#include "mmd_io.h"
+#include "mmd_sim.h"
+
+typedef struct mmd_cli_run {
+    const char *cmd;        /* sub-command name */
+    const char *exp_path;
+    const char *dir;        /* -o DIR, else output.dir */
+    mmd_experiment e;
+    int have_e;
+    mmd_scene *scene;
+    mmd_bvh *bvh;
+    mmd_cl *cl;
+    mmd_sim *sim;
+    const mmd_cfg_pose *poses; /* rx.poses or rx.poses_csv */
+    size_t n_poses;
+    mmd_cfg_pose *csv_poses;
+    char *cmdline;          /* "mmdiff [--device D] CMD ARGS..." */
+    double t0;
+} mmd_cli_run;
+
+/* Returns 0 when everything is ready, 2 for a usage error, 1 for any other failure (the
+ * message is already on stderr). need_poses: receiver poses are required. On failure the
+ * run is already closed. */
+int mmd_cli_run_open(mmd_cli_run *r, const mmd_cli_opts *o, const char *cmd, int argc, char **argv,
+                     int need_poses);
+void mmd_cli_run_close(mmd_cli_run *r);
+
+/* Create the run directory and write experiment.resolved.yaml and command.txt. */
+mmd_status mmd_cli_run_write_records(mmd_cli_run *r);
+
+/* Keys shared by every result.json: "device" {platform, name, driver}, "seed", and
+ * "materials" {object: {eps_r, sigma_s_per_m, scattering, xpd, thickness_m, alpha_r}}. */
+void mmd_cli_run_json_common(const mmd_cli_run *r, mmd_json *j);
+
+/* One-line progress on a terminal, a single status line at the end otherwise. */
+void mmd_cli_progress(const char *what, const char *unit, size_t done, size_t total);
+
+#endif
