@@ -189,6 +189,7 @@ typedef struct mmd_cfg_solver {
     int polarization; /* mmd_cfg_polarization */
     int64_t seed;
     int cache_mb;
+    double normal_radius_m; /* directional mode: surface normals averaged over this radius */
 } mmd_cfg_solver;
 
 typedef struct mmd_cfg_coverage {

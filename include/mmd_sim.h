@@ -57,15 +57,21 @@ typedef struct mmd_sim {
     size_t cap_poses, cap_partial;
     cl_kernel k_trace, k_lags, k_dirs;
     cl_kernel k_cov;             /* coverage.cl, built on first use */
+    struct mmd_path_candidates *cand; /* specular mode: SBR candidates, shot on first use */
     cl_mem d_cov_cell, d_cov_val;
     size_t cap_cov;
     size_t lag_wg;
-    double t_trace, t_reduce; /* accumulated seconds */
+    double t_trace, t_reduce, t_paths; /* accumulated seconds */
 } mmd_sim;
 
 mmd_status mmd_sim_create(mmd_cl *cl, const mmd_scene *scene, const mmd_bvh *bvh,
                           const mmd_experiment *exp, mmd_sim **out);
 void mmd_sim_destroy(mmd_sim *s);
+
+/* Per-triangle normals averaged over `radius` (docs/physics.md, "Normals of scanned
+ * meshes"): out[3 t + k], unit length. Used by the directional mode when
+ * solver.normal_radius_m > 0. */
+mmd_status mmd_smooth_normals(const mmd_scene *scene, double radius, float *out);
 
 /* Set every object's material (host and device copy). */
 mmd_status mmd_sim_set_material(mmd_sim *s, uint32_t object, const mmd_material *m);
@@ -83,9 +89,17 @@ typedef struct mmd_aoa_result {
     int *los_visible;
     mmd_aoa_peak *peaks;     /* [pose][MMD_AOA_PEAKS]; power_db = -inf where fewer */
     int *n_peaks;
+    /* specular mode: the exact specular paths of each pose (mmd_paths.h), NULL otherwise */
+    struct mmd_path **paths;
+    size_t *n_paths;
 } mmd_aoa_result;
 
 /* AoA spectra of `n` poses (batched on the device; the scene is uploaded once).
+ * Directional mode: Monte Carlo (lobe, diffuse, transmission) + the exact LoS.
+ * Specular mode (the baseline): the exact LoS + the exact specular paths of the path
+ * solver (mmd_paths.h, each arriving from its own direction) + Monte Carlo only for
+ * chains that end in a diffuse connection (skipped when no material scatters or
+ * solver.diffuse is off), so no power is counted twice.
  * progress(done, total, user) is called after each batch when not NULL. */
 mmd_status mmd_sim_aoa(mmd_sim *s, const mmd_cfg_pose *poses, size_t n, mmd_aoa_result *out,
                        void (*progress)(size_t, size_t, void *), void *user);

@@ -205,6 +205,8 @@ static const field k_solver[] = {
      .def = 42},
     {.key = "cache_mb", .kind = F_INT, .off = O(mmd_cfg_solver, cache_mb), .lo = 0,
      .hi = 1048576, .def = 1024, .unit = "MiB"},
+    {.key = "normal_radius_m", .kind = F_FLOAT, .off = O(mmd_cfg_solver, normal_radius_m), .lo = 0,
+     .hi = 100, .def = 0.1, .unit = "m"},
     {0}};
 
 static const field k_coverage[] = {

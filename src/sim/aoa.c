@@ -4,6 +4,7 @@
  * covariance that the device accumulates.
  */
 #include "mmd_sim.h"
+#include "mmd_paths.h"
 #include "mmd_trace.h"
 
 #include <complex.h>
@@ -234,6 +235,20 @@ mmd_status mmd_sim_create(mmd_cl *cl, const mmd_scene *sc, const mmd_bvh *bvh, c
         for (int k = 0; k < 3; k++) prims[t].n[k] = (float)(n[k] / l);
         prims[t].material = sc->tri_object[t];
     }
+    if (e->solver.mode == MMD_CFG_SOLVER_DIRECTIONAL && e->solver.normal_radius_m > 0) {
+        /* the lobe is centred on the surface's normal at the scale of the wave, not on a
+         * scan's noisy facets; the specular baseline keeps exact faces, as Sionna does */
+        float *ns = mmd_malloc(sc->n_triangles, 3 * sizeof *ns, "smoothed normals");
+        st = ns ? mmd_smooth_normals(sc, e->solver.normal_radius_m, ns) : MMD_ERR_NOMEM;
+        for (uint32_t t = 0; st == MMD_OK && t < sc->n_triangles; t++)
+            for (int k = 0; k < 3; k++) prims[t].n[k] = ns[3 * t + k];
+        free(ns);
+        if (st != MMD_OK) {
+            free(prims);
+            mmd_sim_destroy(s);
+            return st;
+        }
+    }
     st = mmd_cl_buffer(cl, CL_MEM_READ_ONLY, bvh->n_nodes * sizeof(mmd_bvh8_node), bvh->nodes, "BVH nodes",
                        &s->d_nodes);
     if (st == MMD_OK)
@@ -281,6 +296,8 @@ void mmd_sim_destroy(mmd_sim *s)
     if (s->k_lags) clReleaseKernel(s->k_lags);
     if (s->k_dirs) clReleaseKernel(s->k_dirs);
     if (s->k_cov) clReleaseKernel(s->k_cov);
+    if (s->cand) mmd_path_candidates_free(s->cand);
+    free(s->cand);
     free(s->materials);
     free(s->gpu_mats);
     free(s->lobe_coef);
@@ -297,6 +314,9 @@ void mmd_aoa_result_free(mmd_aoa_result *r)
     free(r->los_visible);
     free(r->peaks);
     free(r->n_peaks);
+    for (size_t k = 0; r->paths && k < r->n_poses; k++) free(r->paths[k]);
+    free(r->paths);
+    free(r->n_paths);
     memset(r, 0, sizeof *r);
 }
 
@@ -563,7 +583,9 @@ typedef struct mech_job {
     size_t nr;
     const mmd_experiment *e;
     const mmd_antenna *horn;
-    double cos_max, c_los, u_los[3];
+    double cos_max;
+    const double *ex_c, *ex_u; /* exact contributions (LoS, specular paths): power, direction */
+    int n_ex;
     const double *lut; /* g0 cos^q on [cos_max, 1] in MECH_LUT steps (pow per bin is the cost) */
     float *spec;
     int j0, j1;
@@ -589,16 +611,17 @@ static void *mech_worker(void *arg)
         for (int i = 0; i < naz; i++)
             mmd_dir_from_az_el((ga->start + i * ga->step) * DEG, (ge->start + j * ge->step) * DEG,
                                ub + 3 * ((size_t)(j - m->j0) * naz + i));
-    for (size_t r = 0; r <= m->nr; r++) {
+    for (size_t r = 0; r < m->nr + (size_t)m->n_ex; r++) {
         double w, u[3];
         if (r < m->nr) {
             w = m->c[r];
             if (!(w > 0)) continue;
             for (int k = 0; k < 3; k++) u[k] = m->dirs[3 * r + k];
         } else {
-            w = m->c_los; /* the exact LoS contribution last */
-            if (!(w > 0)) break;
-            for (int k = 0; k < 3; k++) u[k] = m->u_los[k];
+            size_t x = r - m->nr; /* the exact contributions last, in order */
+            w = m->ex_c[x];
+            if (!(w > 0)) continue;
+            for (int k = 0; k < 3; k++) u[k] = m->ex_u[3 * x + k];
         }
         double az, el;
         mmd_dir_to_az_el(u, &az, &el);
@@ -644,8 +667,8 @@ static void *mech_worker(void *arg)
     return NULL;
 }
 
-static mmd_status mechanical_spectrum(mmd_sim *s, const float *c, const float *dirs, size_t nr, double c_los,
-                                      const double u_los[3], float *spec)
+static mmd_status mechanical_spectrum(mmd_sim *s, const float *c, const float *dirs, size_t nr, const double *ex_c,
+                                      const double *ex_u, int n_ex, float *spec)
 {
     const mmd_experiment *e = s->exp;
     int nel = e->aoa.elevation_deg.count;
@@ -660,8 +683,8 @@ static mmd_status mechanical_spectrum(mmd_sim *s, const float *c, const float *d
     for (int i = 0; i <= MECH_LUT; i++)
         lut[i] = s->rx_ant.g0 * pow(cos_max + (1.0 - cos_max) * i / MECH_LUT, s->rx_ant.q);
     for (int t = 0; t < nt; t++) {
-        jobs[t] = (mech_job){c, dirs, nr, e, &s->rx_ant, cos_max, c_los, {u_los[0], u_los[1], u_los[2]}, lut, spec,
-                             nel * t / nt, nel * (t + 1) / nt};
+        jobs[t] = (mech_job){c, dirs, nr, e, &s->rx_ant, cos_max, ex_c, ex_u, n_ex, lut, spec, nel * t / nt,
+                             nel * (t + 1) / nt};
     }
     int started = 0;
     for (; started < nt; started++)
@@ -699,6 +722,28 @@ mmd_status mmd_sim_aoa(mmd_sim *s, const mmd_cfg_pose *poses, size_t n, mmd_aoa_
     r->los_visible = mmd_calloc(n, sizeof(int), "LoS");
     r->peaks = mmd_calloc(n * MMD_AOA_PEAKS, sizeof(mmd_aoa_peak), "peaks");
     r->n_peaks = mmd_calloc(n, sizeof(int), "peaks");
+    int specular = e->solver.mode == MMD_CFG_SOLVER_SPECULAR;
+    /* Monte Carlo is needed unless only exact specular paths can carry power */
+    int any_scatter = 0;
+    for (uint32_t o = 0; o < s->n_mat; o++) any_scatter |= s->materials[o].scattering > 0;
+    int mc = !specular || (e->solver.diffuse && any_scatter);
+    mmd_status st = MMD_OK;
+    if (specular) {
+        r->paths = mmd_calloc(n, sizeof *r->paths, "paths");
+        r->n_paths = mmd_calloc(n, sizeof *r->n_paths, "paths");
+        if (!r->paths || !r->n_paths) st = MMD_ERR_NOMEM;
+        if (st == MMD_OK && !s->cand) {
+            s->cand = mmd_calloc(1, sizeof *s->cand, "path candidates");
+            if (!s->cand) st = MMD_ERR_NOMEM;
+            double t0 = mmd_now();
+            if (st == MMD_OK) st = mmd_paths_candidates(s, s->cand);
+            s->t_paths += mmd_now() - t0;
+            if (st != MMD_OK) free(s->cand), s->cand = NULL;
+        }
+    }
+    /* exact contributions of one pose: LoS first, then the specular paths */
+    double *ex_c = NULL, *ex_u = NULL;
+    size_t cap_ex = 0;
     size_t bs = batch_size(s);
     const uint32_t rays_per_group = 4096;
     size_t groups_per_pose = (nr + rays_per_group - 1) / rays_per_group;
@@ -715,7 +760,6 @@ mmd_status mmd_sim_aoa(mmd_sim *s, const mmd_cfg_pose *poses, size_t n, mmd_aoa_
     double complex *H = mmd_malloc((size_t)cols, sizeof(double complex), "lags");
     double complex *ey = mmd_malloc((size_t)naz * nel * cols, sizeof(double complex), "phases");
     double complex *ez = mmd_malloc((size_t)nel * (2 * rows - 1), sizeof(double complex), "phases");
-    mmd_status st = MMD_OK;
     if (!r->spectra || !r->total_power || !r->los_power || !r->los_az_deg || !r->los_el_deg || !r->los_visible ||
         !r->peaks || !r->n_peaks || !c_host || !partial || !Rc || !Rr || !G || !H || !ey || !ez || (mech && !dirs))
         st = MMD_ERR_NOMEM;
@@ -743,10 +787,17 @@ mmd_status mmd_sim_aoa(mmd_sim *s, const mmd_cfg_pose *poses, size_t n, mmd_aoa_
            local_bytes_z = s->lag_wg * rows * sizeof(cl_float2);
     for (size_t first = 0; st == MMD_OK && first < n; first += bs) {
         size_t nb = n - first < bs ? n - first : bs;
-        st = run_trace(s, poses + first, first, nb);
+        if (mc) {
+            st = run_trace(s, poses + first, first, nb);
+        } else {
+            memset(c_host, 0, nb * nr * sizeof *c_host);
+            memset(partial, 0, nb * groups_per_pose * (size_t)n_lags * sizeof *partial);
+        }
         if (st != MMD_OK) break;
         double t0 = mmd_now();
-        if (!mech) {
+        if (!mc) {
+            /* nothing to reduce */
+        } else if (!mech) {
             size_t cap = s->cap_partial;
             st = ensure(s, &s->d_partial, &cap, nb * groups_per_pose * n_lags * sizeof(cl_float2), "lag sums");
             s->cap_partial = cap;
@@ -796,7 +847,7 @@ mmd_status mmd_sim_aoa(mmd_sim *s, const mmd_cfg_pose *poses, size_t n, mmd_aoa_
                                                       0, NULL, NULL),
                                   "read ray directions");
         }
-        if (st == MMD_OK)
+        if (st == MMD_OK && mc)
             st = mmd_cl_check(clEnqueueReadBuffer(s->cl->queue, s->d_out, CL_TRUE, 0, nb * nr * sizeof(float), c_host,
                                                   0, NULL, NULL),
                               "read per-ray powers");
@@ -816,15 +867,44 @@ mmd_status mmd_sim_aoa(mmd_sim *s, const mmd_cfg_pose *poses, size_t n, mmd_aoa_
             }
             double c_los = 0, u_los[3] = {1, 0, 0};
             los_of_pose(s, &poses[k_pose], r, k_pose, &c_los, u_los);
+            size_t n_ex = 1, np = 0;
+            if (specular) {
+                double tp = mmd_now();
+                st = mmd_paths_solve_pose(s, s->cand, &poses[k_pose], &r->paths[k_pose], &r->n_paths[k_pose]);
+                s->t_paths += mmd_now() - tp;
+                if (st != MMD_OK) goto done_batch;
+                np = r->n_paths[k_pose];
+                n_ex += np;
+            }
+            if (n_ex > cap_ex) {
+                free(ex_c), free(ex_u);
+                ex_c = mmd_malloc(n_ex, sizeof *ex_c, "paths");
+                ex_u = mmd_malloc(n_ex, 3 * sizeof *ex_u, "paths");
+                cap_ex = ex_c && ex_u ? n_ex : 0;
+                if (!cap_ex) {
+                    st = MMD_ERR_NOMEM;
+                    goto done_batch;
+                }
+            }
+            ex_c[0] = c_los;
+            memcpy(ex_u, u_los, sizeof u_los);
+            for (size_t q = 0; q < np; q++) {
+                const mmd_path *pp = &r->paths[k_pose][q];
+                ex_c[1 + q] = pp->gain;
+                memcpy(ex_u + 3 * (1 + q), pp->arrival_local, 3 * sizeof(double));
+                tot += pp->gain;
+            }
             r->total_power[k_pose] = tot + c_los;
-            double g_los = c_los * mmd_antenna_gain(&s->rx_ant, u_los);
             float *spec = r->spectra + k_pose * (size_t)naz * nel;
             if (mech) {
                 /* the horn is pointed at the LoS for los_power */
                 if (r->los_visible[k_pose]) r->los_power[k_pose] = c_los * s->rx_ant.g0;
-                st = mechanical_spectrum(s, c_host + b * nr, dirs + b * nr * 3, nr, c_los, u_los, spec);
+                st = mechanical_spectrum(s, c_host + b * nr, dirs + b * nr * 3, mc ? nr : 0, ex_c, ex_u, (int)n_ex,
+                                         spec);
                 if (st != MMD_OK) goto done_batch;
             }
+            /* exact contributions through the element pattern */
+            for (size_t x = 0; x < n_ex; x++) ex_c[x] *= mmd_antenna_gain(&s->rx_ant, ex_u + 3 * x);
             for (int j = 0; !mech && j < nel; j++) {
                 /* H[p] = sum_q R_|q| G(p, q) e^{-j kappa q u_bz}: depends on the elevation only */
                 const double complex *ezj = ez + (size_t)j * (2 * rows - 1);
@@ -843,10 +923,11 @@ mmd_status mmd_sim_aoa(mmd_sim *s, const mmd_cfg_pose *poses, size_t n, mmd_aoa_
                     double sum = 0;
                     for (int p = 0; p < cols; p++) sum += (p ? 2.0 : 1.0) * Rc[p] * creal(H[p] * eyb[p]);
                     double val = sum / norm;
-                    if (g_los > 0) {
+                    if (n_ex > 1 || ex_c[0] > 0) {
                         double az = (e->aoa.azimuth_deg.start + i * e->aoa.azimuth_deg.step) * DEG, ub[3];
                         mmd_dir_from_az_el(az, el, ub);
-                        val += g_los * mmd_ura_beam(&s->ura, u_los, ub);
+                        for (size_t x = 0; x < n_ex; x++)
+                            if (ex_c[x] > 0) val += ex_c[x] * mmd_ura_beam(&s->ura, ex_u + 3 * x, ub);
                     }
                     spec[(size_t)j * naz + i] = (float)(val > 0 ? val : 0);
                 }
@@ -862,6 +943,8 @@ mmd_status mmd_sim_aoa(mmd_sim *s, const mmd_cfg_pose *poses, size_t n, mmd_aoa_
     }
     free(c_host);
     free(dirs);
+    free(ex_c);
+    free(ex_u);
     if (d_dirs) clReleaseMemObject(d_dirs);
     free(partial);
     free(Rc);
