@@ -143,6 +143,91 @@ void mmd_scene_builder_abort(mmd_scene_builder *b);
 /* Copy the file stem of `path` ("dir/wall.ply" -> "wall") into out. */
 void mmd_scene_file_stem(const char *path, char *out, size_t size);
 
+/* ---- Reconstructed-scan simulation (src/scene/perturb.c) and scene writers
+ * (src/scene/scene_write.c); docs/perturb.md. ---- */
+
+/* What a LiDAR / photogrammetry reconstruction does to a clean CAD room. Every field at 0
+ * means "leave the geometry as it is". */
+typedef struct mmd_perturb_params {
+    double subdivide_m;   /* target max edge length (scan density), 0 = none; (0, 1e4] m */
+    double sigma_m;       /* Gaussian vertex displacement std-dev per axis; [0, 10] m */
+    double hole_fraction; /* fraction of surface AREA removed in round patches; [0, 0.9] */
+    double hole_radius_m; /* patch radius; (0, 100] m, needed when hole_fraction > 0 */
+    double decimate;      /* fraction of triangles removed by vertex clustering; [0, 0.9] */
+    uint64_t seed;        /* same input + params + seed = same output bytes */
+} mmd_perturb_params;
+
+/* Refuse to build scenes larger than this (about 2.4 GB of host arrays). */
+#define MMD_PERTURB_MAX_TRIANGLES 50000000u
+
+/* What a perturbation did (for logs and the CLI summary). */
+typedef struct mmd_perturb_stats {
+    uint32_t tris_in, tris_subdivided, tris_decimated, tris_out;
+    double area_in_m2;        /* before anything */
+    double area_holes_m2;     /* removed by holes (measured before the displacement) */
+    double hole_fraction;     /* area_holes_m2 / area before holes: what was achieved */
+    double max_edge_m;        /* longest edge after subdivision (0 if not subdivided) */
+    double mean_edge_m;       /* mean triangle edge length of the result */
+    double seconds;
+} mmd_perturb_stats;
+
+/* Turn `in` into a simulated scan, in this order: subdivide (every triangle whose longest
+ * edge exceeds subdivide_m is split n x n, n = ceil(longest / subdivide_m); points on an
+ * edge are shared by every triangle using that edge (by vertex-index identity), so a
+ * watertight surface stays watertight; triangles next to a finer neighbour get a
+ * conforming transition band), then decimate (vertex clustering on a grid whose cell size
+ * is searched so that the requested fraction of triangles collapses), then holes (patch
+ * centres sampled area-uniformly; each patch removes the triangle under its centre and
+ * every triangle whose centroid lies within hole_radius_m, until hole_fraction of the
+ * area is gone), then displacement (each vertex + N(0, sigma^2) per axis; shared
+ * vertices move together, so no cracks open). Objects (even emptied ones), names and
+ * materials are kept; unreferenced vertices are dropped. Deterministic for a seed and
+ * single-threaded. Invalid params -> MMD_ERR_INVALID naming the field and its range;
+ * more than MMD_PERTURB_MAX_TRIANGLES -> MMD_ERR_NOMEM giving the count needed.
+ *
+ *     mmd_perturb_params p = {.subdivide_m = 0.05, .sigma_m = 0.01, .hole_fraction = 0.1,
+ *                             .hole_radius_m = 0.2, .seed = 7};
+ *     mmd_scene *noisy = NULL;
+ *     if (mmd_scene_perturb(clean, &p, &noisy) != MMD_OK) { ...mmd_last_error()... }
+ *     mmd_scene_write(noisy, "runs/noisy/room.yaml");
+ *     mmd_scene_destroy(noisy);
+ */
+mmd_status mmd_scene_perturb(const mmd_scene *in, const mmd_perturb_params *p, mmd_scene **out);
+/* The same, also filling *stats (may be NULL). */
+mmd_status mmd_scene_perturb_stats(const mmd_scene *in, const mmd_perturb_params *p, mmd_scene **out,
+                                   mmd_perturb_stats *stats);
+
+/* Check params (what mmd_scene_perturb does first). */
+mmd_status mmd_perturb_validate(const mmd_perturb_params *p);
+
+struct mmd_cfg_noise; /* include/mmd_config.h */
+/* Params from an experiment's `scene.noise` block. The block's `decimate` is the fraction
+ * of triangles KEPT (default 1), so p->decimate = 1 - decimate; an absent block (enabled =
+ * 0) gives all-zero params (no change); values the perturbation cannot honour (e.g.
+ * hole_fraction > 0.9) are MMD_ERR_INVALID naming the scene.noise key. */
+mmd_status mmd_perturb_from_cfg(const struct mmd_cfg_noise *n, mmd_perturb_params *p);
+
+/* One binary little-endian PLY of the whole scene with per-face `object_id` (object index)
+ * and `material_index` (material index). Loading it back gives the same triangles, but
+ * objects and materials come back as "object_<i>" / unassigned "material_<i>": use
+ * mmd_scene_write to keep names and materials. Written atomically (temp + rename). */
+mmd_status mmd_scene_write_ply(const mmd_scene *s, const char *path);
+
+/* A scene YAML (the `shapes:` list mmd_scene_load_yaml reads) plus one binary PLY per
+ * object in the folder <stem>_meshes/ next to it ("runs/a/room.yaml" -> "runs/a/room.yaml"
+ * and "runs/a/room_meshes/<object>.ply"). File names are the object names made
+ * file-safe and unique; an entry's `name:` keeps the exact object name when they differ,
+ * and its `material:` is an ITU name, null, or a mapping with the material's name and
+ * parameters, so mmd_scene_load gives back the same triangles, objects and materials.
+ * An object whose triangles use several materials (possible only in a PLY with both
+ * per-face ids) becomes one entry per material. Each file is written atomically and the
+ * YAML last, so the YAML never names a missing mesh; on failure the meshes written by
+ * this call are removed.
+ *
+ *     if (mmd_scene_write(s, "out/room.yaml") != MMD_OK) { ...mmd_last_error()... }
+ */
+mmd_status mmd_scene_write(const mmd_scene *s, const char *out_yaml_path);
+
 #ifdef __cplusplus
 }
 #endif

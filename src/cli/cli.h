@@ -15,6 +15,7 @@ typedef struct mmd_cli_opts {
 int mmd_cmd_devices(const mmd_cli_opts *o, int argc, char **argv);
 int mmd_cmd_info(const mmd_cli_opts *o, int argc, char **argv);
 int mmd_cmd_simulate(const mmd_cli_opts *o, int argc, char **argv);
+int mmd_cmd_perturb(const mmd_cli_opts *o, int argc, char **argv);
 int mmd_cmd_coverage(const mmd_cli_opts *o, int argc, char **argv);
 
 /* Print "mmdiff: <last error>" to stderr and return the exit code for a failure. */

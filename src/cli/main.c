@@ -20,6 +20,7 @@ static const command commands[] = {
     {"devices", mmd_cmd_devices, "list OpenCL platforms and devices"},
     {"info", mmd_cmd_info, "load a scene (PLY, Mitsuba XML, scene YAML) and print its contents"},
     {"simulate", mmd_cmd_simulate, "AoA spectra for the receiver poses of an experiment file"},
+    {"perturb", mmd_cmd_perturb, "make a clean scene look like a LiDAR scan (subdivide, decimate, holes, noise)"},
     {"coverage", mmd_cmd_coverage, "coverage map (path gain / RSS heatmap) of an experiment's TX"},
 };
 

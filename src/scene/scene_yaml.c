@@ -1,9 +1,16 @@
 /* YAML scene list (shared/scenes/indoor/<room>/scene.yaml): `shapes:` entries with a PLY
  * `file` and an ITU-R P.2040 `material` name (or null). All other keys are metadata and
  * ignored here. Parsed with libyaml's document API; its marks are 0-based, messages
- * print them 1-based. */
+ * print them 1-based.
+ *
+ * Two optional forms let mmd_scene_write round-trip any scene: an entry's `name` (the
+ * object name; default the file stem) and a `material` mapping
+ * `{name, itu | eps_r + sigma_s_per_m, thickness_m, scattering, xpd}` for materials that
+ * are not a bare ITU name (a Mitsuba bsdf id, explicit parameters, an unassigned material
+ * with its own name). */
 #include "mmd_scene.h"
 
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -55,6 +62,72 @@ static yaml_node_t *map_get(yaml_document_t *doc, yaml_node_t *map, const char *
     return NULL;
 }
 
+/* A finite number in [lo, hi] from a plain scalar. */
+static mmd_status number(const yctx *c, yaml_node_t *n, const char *key, double lo, double hi, double *out)
+{
+    const char *v = scalar(n);
+    char *end = NULL;
+    double x = v && !is_null(n) ? strtod(v, &end) : NAN;
+    if (!v || end == v || *end || !isfinite(x) || x < lo || x > hi)
+        return node_error(c, MMD_ERR_INVALID, n, "material '%s': expected a number in [%g, %g], got '%.60s'", key, lo,
+                          hi, v ? v : "(not a scalar)");
+    *out = x;
+    return MMD_OK;
+}
+
+/* `material: {name, itu | eps_r + sigma_s_per_m, thickness_m, scattering, xpd}`; neither
+ * itu nor eps_r = an unassigned material with that name. */
+static mmd_status material_map(const yctx *c, yaml_node_t *mn, mmd_scene_material *m)
+{
+    static const char *keys[] = {"name", "itu", "eps_r", "sigma_s_per_m", "thickness_m", "scattering", "xpd"};
+    int have_radio = 0;
+    for (yaml_node_pair_t *p = mn->data.mapping.pairs.start; p < mn->data.mapping.pairs.top; p++) {
+        yaml_node_t *kn = yaml_document_get_node(c->doc, p->key), *vn = yaml_document_get_node(c->doc, p->value);
+        const char *k = scalar(kn), *v = scalar(vn);
+        size_t ki = 0;
+        while (k && ki < sizeof keys / sizeof *keys && strcmp(k, keys[ki])) ki++;
+        if (!k || ki == sizeof keys / sizeof *keys)
+            return node_error(c, MMD_ERR_PARSE, kn, "unknown material key '%.60s' (expected name, itu, eps_r, "
+                              "sigma_s_per_m, thickness_m, scattering, xpd)", k ? k : "?");
+        mmd_status st = MMD_OK;
+        switch (ki) {
+        case 0:
+            if (!v || is_null(vn) || !v[0])
+                return node_error(c, MMD_ERR_PARSE, vn, "material 'name' must be a non-empty string");
+            snprintf(m->name, sizeof m->name, "%s", v);
+            break;
+        case 1:
+            if (!v || !mmd_itu_known(v))
+                return node_error(c, MMD_ERR_INVALID, vn, "unknown material '%.100s' (expected one of: %s)",
+                                  v ? v : "?", mmd_itu_names());
+            snprintf(m->itu_name, sizeof m->itu_name, "%s", v);
+            m->kind = MMD_MAT_ITU;
+            break;
+        case 2:
+            st = number(c, vn, "eps_r", 0, 1e9, &m->eps_r);
+            have_radio = 1;
+            break;
+        case 3:
+            st = number(c, vn, "sigma_s_per_m", 0, 1e12, &m->sigma_s_per_m);
+            have_radio = 1;
+            break;
+        case 4: st = number(c, vn, "thickness_m", 0, 1e6, &m->thickness_m); break;
+        case 5: st = number(c, vn, "scattering", 0, 1, &m->scattering); break;
+        default: st = number(c, vn, "xpd", 0, 1, &m->xpd); break;
+        }
+        if (st) return st;
+    }
+    if (have_radio && m->kind == MMD_MAT_ITU)
+        return node_error(c, MMD_ERR_INVALID, mn, "material: give either 'itu' or 'eps_r'/'sigma_s_per_m', not both");
+    if (have_radio) m->kind = MMD_MAT_RADIO;
+    if (!m->name[0]) {
+        if (m->kind == MMD_MAT_RADIO)
+            return node_error(c, MMD_ERR_PARSE, mn, "material with eps_r/sigma_s_per_m needs a 'name'");
+        snprintf(m->name, sizeof m->name, "%s", m->kind == MMD_MAT_ITU ? m->itu_name : "unassigned");
+    }
+    return MMD_OK;
+}
+
 static mmd_status load_entry(yctx *c, yaml_node_t *e, size_t idx)
 {
     if (e->type != YAML_MAPPING_NODE)
@@ -71,14 +144,22 @@ static mmd_status load_entry(yctx *c, yaml_node_t *e, size_t idx)
     memset(&m, 0, sizeof m);
     m.thickness_m = 0.1;
     m.eps_r = 1.0;
-    if (!mn || is_null(mn)) {
+    yaml_node_t *nn = map_get(c->doc, e, "name");
+    const char *obj_name = scalar(nn);
+    if (nn && (!obj_name || is_null(nn)))
+        return node_error(c, MMD_ERR_PARSE, nn, "'name' must be an object name (a string)");
+
+    mmd_status st;
+    if (mn && mn->type == YAML_MAPPING_NODE) {
+        if ((st = material_map(c, mn, &m))) return st;
+    } else if (!mn || is_null(mn)) {
         /* No mapping known: one shared material the experiment file must assign. */
         snprintf(m.name, sizeof m.name, "unassigned");
         m.kind = MMD_MAT_UNASSIGNED;
     } else {
         const char *name = scalar(mn);
         if (!name)
-            return node_error(c, MMD_ERR_PARSE, mn, "'material' must be an ITU material name or null");
+            return node_error(c, MMD_ERR_PARSE, mn, "'material' must be an ITU material name, a mapping or null");
         if (!mmd_itu_known(name)) {
             return node_error(c, MMD_ERR_INVALID, mn, "unknown material '%.100s' (expected one of: %s, or null)",
                               name, mmd_itu_names());
@@ -88,7 +169,7 @@ static mmd_status load_entry(yctx *c, yaml_node_t *e, size_t idx)
         m.kind = MMD_MAT_ITU;
     }
     uint32_t mi;
-    mmd_status st = mmd_scene_builder_material(c->b, &m, &mi);
+    st = mmd_scene_builder_material(c->b, &m, &mi);
     if (st) return st;
 
     char *path = mmd_path_join(c->path, file, 1);
@@ -98,7 +179,7 @@ static mmd_status load_entry(yctx *c, yaml_node_t *e, size_t idx)
     if (!st) {
         char stem[MMD_NAME_MAX];
         mmd_scene_file_stem(path, stem, sizeof stem);
-        st = mmd_scene_builder_mesh(c->b, &mesh, stem, mi, NULL);
+        st = mmd_scene_builder_mesh(c->b, &mesh, obj_name ? obj_name : stem, mi, NULL);
         mmd_ply_mesh_free(&mesh);
     }
     free(path);
