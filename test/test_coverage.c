@@ -129,8 +129,8 @@ static void test_free_space(void)
 }
 
 /* One cell of side 2h centred on X against the AoA total power at X. */
-static void consistency(const char *label, const char *scene_line, const double tx[3], const double x[3],
-                        double h, int cov_rays, int aoa_rays, double tol_db)
+static void consistency(const char *label, const char *scene_line, const char *solver_mode, const double tx[3],
+                        const double x[3], double h, int cov_rays, int aoa_rays, double tol_db)
 {
     const char *modes[] = {"solver.polarization=scalar", "solver.polarization=jones"};
     char yaml[2048];
@@ -139,9 +139,9 @@ static void consistency(const char *label, const char *scene_line, const double 
              "tx: {position_m: [%.17g, %.17g, %.17g], pattern: iso}\n"
              "rx:\n  array: {rows: 1, cols: 1, element: iso}\n  poses: [{position_m: [%.17g, %.17g, %.17g]}]\n"
              "aoa: {azimuth_deg: [-180, 176, 4], elevation_deg: [-88, 88, 4]}\n"
-             "solver: {mode: directional, rays: %d, max_depth: 3, diffuse: true, seed: 11}\n"
+             "solver: {mode: %s, rays: %d, max_depth: 3, diffuse: true, seed: 11}\n"
              "coverage: {z_m: %.17g, cell_m: %.17g, rays: %d, extent_m: [%.17g, %.17g, %.17g, %.17g]}\n",
-             scene_line, tx[0], tx[1], tx[2], x[0], x[1], x[2], aoa_rays, x[2], 2 * h, cov_rays, x[0] - h, x[0] + h,
+             scene_line, tx[0], tx[1], tx[2], x[0], x[1], x[2], solver_mode, aoa_rays, x[2], 2 * h, cov_rays, x[0] - h, x[0] + h,
              x[1] - h, x[1] + h);
     for (int mi = 0; mi < 2; mi++) {
         run r;
@@ -165,11 +165,12 @@ static void consistency(const char *label, const char *scene_line, const double 
         CHECK(m.nx == 1 && m.ny == 1, "%s: one cell", label);
         double g_cov = 10 * log10(m.gain[0]), g_aoa = 10 * log10(a.total_power[0]);
         double g_los = 10 * log10(a.los_power[0]);
-        printf("%s (%s): coverage cell %.3f dB, AoA total %.3f dB (LoS alone %.3f dB)\n", label, modes[mi], g_cov,
-               g_aoa, g_los);
-        CHECK_NEAR(g_cov, g_aoa, tol_db, "%s (%s): coverage cell = AoA iso total power", label, modes[mi]);
-        CHECK(g_aoa > g_los + 0.5, "%s (%s): the reflections matter in this check (%.2f dB above LoS)", label,
-              modes[mi], g_aoa - g_los);
+        printf("%s, %s (%s): coverage cell %.3f dB, AoA total %.3f dB (LoS alone %.3f dB)\n", label, solver_mode,
+               modes[mi], g_cov, g_aoa, g_los);
+        CHECK_NEAR(g_cov, g_aoa, tol_db, "%s, %s (%s): coverage cell = AoA iso total power", label, solver_mode,
+                   modes[mi]);
+        CHECK(g_aoa > g_los + 0.5, "%s, %s (%s): the reflections matter in this check (%.2f dB above LoS)", label,
+              solver_mode, modes[mi], g_aoa - g_los);
         mmd_aoa_result_free(&a);
         mmd_coverage_map_free(&m);
         run_close(&r);
@@ -182,11 +183,15 @@ static void test_consistency(void)
     const char *shared = mmd_test_shared();
     snprintf(line, sizeof line, "scene: {file: %s/scenes/sionna/box/box.xml, frequency_hz: 28.0e9}", shared);
     double tx_box[3] = {-2.0, 1.0, 2.5}, x_box[3] = {2.0, -1.5, 1.2};
-    consistency("box", line, tx_box, x_box, 0.15, 2000000, 400000, 0.2);
-    snprintf(line, sizeof line, "scene: {file: %s/scenes/indoor/nist_conference_room/scene.yaml, "
-                                "frequency_hz: 60.0e9}", shared);
     double tx_room[3] = {1.5, 4.2, 2.2}, x_room[3] = {1.0, 1.5, 1.2};
-    consistency("conference room", line, tx_room, x_room, 0.25, 2000000, 400000, 0.2);
+    const char *solver_modes[] = {"directional", "specular"};
+    for (int sm = 0; sm < 2; sm++) {
+        snprintf(line, sizeof line, "scene: {file: %s/scenes/sionna/box/box.xml, frequency_hz: 28.0e9}", shared);
+        consistency("box", line, solver_modes[sm], tx_box, x_box, 0.15, 2000000, 400000, 0.2);
+        snprintf(line, sizeof line, "scene: {file: %s/scenes/indoor/nist_conference_room/scene.yaml, "
+                                    "frequency_hz: 60.0e9}", shared);
+        consistency("conference room", line, solver_modes[sm], tx_room, x_room, 0.25, 2000000, 400000, 0.2);
+    }
 }
 
 static void test_empty_cells_and_slice(void)
