@@ -92,7 +92,7 @@ __kernel void mmd_aoa_trace(__global const mmd_bvh8_node *nodes, __global const 
         if (dot(n, d) > 0.0f) n = -n; /* two-sided: face the arriving ray */
         mmd_gpu_material m = mats[pi.material];
         float2 eta = (float2)(m.eta_re, m.eta_im);
-        float eps = offset_eps(P, p);
+        float eps = fmax(offset_eps(P, p), pi.lift); /* clear a scanned surface's own bumps */
         float3 p_up = p + n * eps;
 
         /* ---- next-event connection to the TX ---- */

@@ -134,7 +134,7 @@ __kernel void mmd_coverage_trace(__global const mmd_bvh8_node *nodes, __global c
         if (dot(n, d) > 0.0f) n = -n; /* two-sided: face the arriving ray */
         mmd_gpu_material m = mats[pi.material];
         float2 eta = (float2)(m.eta_re, m.eta_im);
-        float eps = cov_eps(P, p);
+        float eps = fmax(cov_eps(P, p), pi.lift); /* clear a scanned surface's own bumps */
         float cos_i = -dot(d, n);
         uint dim = 3u * (depth + 1u);
         float u0 = rnd(seed, COV_STREAM, i, dim);

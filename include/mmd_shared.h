@@ -103,13 +103,17 @@ typedef struct mmd_gpu_material {
     mmd_u32 pad[3];
 } mmd_gpu_material; /* 48 bytes */
 
-/* Per scene triangle (indexed by prim): unit geometric normal (winding as in the file;
- * kernels orient it against the incoming ray since surfaces are two-sided) and the
- * material index. */
+/* Per scene triangle (indexed by prim): unit normal (the geometric one, or in
+ * directional mode the one averaged at the wave's scale, src/sim/normals.c; winding as
+ * in the file; kernels orient it against the incoming ray since surfaces are two-sided),
+ * the material index, and `lift`: how far above the hit point secondary rays start
+ * (metres, 0 on clean meshes), so they clear a scanned surface's own bumps. */
 typedef struct mmd_prim_info {
     mmd_f32 n[3];
     mmd_u32 material;
-} mmd_prim_info; /* 16 bytes */
+    mmd_f32 lift;
+    mmd_f32 pad[3];
+} mmd_prim_info; /* 32 bytes */
 
 /* A receiver pose: position and rotation R (row-major, local -> world: world = R local). */
 typedef struct mmd_gpu_pose {
@@ -147,7 +151,7 @@ _Static_assert(sizeof(mmd_tri) == 48, "mmd_tri layout");
 _Static_assert(sizeof(mmd_ray) == 32, "mmd_ray layout");
 _Static_assert(sizeof(mmd_hit) == 16, "mmd_hit layout");
 _Static_assert(sizeof(mmd_gpu_material) == 48, "mmd_gpu_material layout");
-_Static_assert(sizeof(mmd_prim_info) == 16, "mmd_prim_info layout");
+_Static_assert(sizeof(mmd_prim_info) == 32, "mmd_prim_info layout");
 _Static_assert(sizeof(mmd_gpu_pose) == 64, "mmd_gpu_pose layout");
 _Static_assert(sizeof(mmd_sim_params) == 112, "mmd_sim_params layout");
 #endif

@@ -69,9 +69,11 @@ mmd_status mmd_sim_create(mmd_cl *cl, const mmd_scene *scene, const mmd_bvh *bvh
 void mmd_sim_destroy(mmd_sim *s);
 
 /* Per-triangle normals averaged over `radius` (docs/physics.md, "Normals of scanned
- * meshes"): out[3 t + k], unit length. Used by the directional mode when
- * solver.normal_radius_m > 0. */
-mmd_status mmd_smooth_normals(const mmd_scene *scene, double radius, float *out);
+ * meshes"): out[3 t + k], unit length. lift (may be NULL): per triangle, 3 sqrt(3) times
+ * the rms distance of the neighbours' centroids from t's smoothed plane (the vertex
+ * noise a centroid average hides), capped at radius / 2; 0 on flat clean surfaces.
+ * Used by the directional mode when solver.normal_radius_m > 0. */
+mmd_status mmd_smooth_normals(const mmd_scene *scene, double radius, float *out, float *lift);
 
 /* Set every object's material (host and device copy). */
 mmd_status mmd_sim_set_material(mmd_sim *s, uint32_t object, const mmd_material *m);

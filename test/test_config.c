@@ -364,7 +364,7 @@ static void test_errors(void)
                  "@:4:32: scene.materials.w.scattering: expected a number in [0, 1], got '1.5'", NULL);
     expect_error("range_noise.yaml",
                  "scene:\n  file: r.yaml\n  noise: {hole_fraction: 1}\n" TXLINE, NULL, 0,
-                 MMD_ERR_INVALID, "@:3:26: scene.noise.hole_fraction: expected a number in [0, 1), got '1'",
+                 MMD_ERR_INVALID, "@:3:26: scene.noise.hole_fraction: expected a number in [0, 0.9], got '1'",
                  NULL);
     /* NaN and infinity, for every float */
     expect_error("nan.yaml", MINIMAL "coverage:\n  z_m: .nan\n", NULL, 0, MMD_ERR_INVALID,

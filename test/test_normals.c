@@ -91,8 +91,12 @@ int main(void)
     /* clean: exact normals, also where the two planes meet */
     mmd_scene *s = make_l(40, 2.0, 0.0, 1);
     if (!s) return TEST_DONE();
-    float *n = malloc(sizeof(float) * 3 * s->n_triangles);
-    CHECK(mmd_smooth_normals(s, 0.1, n) == MMD_OK, "smooth clean L");
+    float *n = malloc(sizeof(float) * 3 * s->n_triangles), *lift = malloc(sizeof(float) * s->n_triangles);
+    CHECK(mmd_smooth_normals(s, 0.1, n, lift) == MMD_OK, "smooth clean L");
+    double max_lift = 0;
+    for (uint32_t t = 0; t < s->n_triangles; t++) max_lift = fmax(max_lift, lift[t]);
+    CHECK(max_lift < 1e-6, "clean L: no lift (%.3g m)", max_lift);
+    free(lift);
     double worst = 0;
     for (uint32_t t = 0; t < s->n_triangles; t++) {
         double ref_up = tilt_deg(n + 3 * t, t < s->n_triangles / 2 ? up : east);
@@ -105,7 +109,13 @@ int main(void)
     /* noisy floor: 5 cm grid, 1 cm noise */
     s = make_l(40, 2.0, 0.01, 0);
     n = malloc(sizeof(float) * 3 * s->n_triangles);
-    CHECK(mmd_smooth_normals(s, 0.1, n) == MMD_OK, "smooth noisy floor");
+    lift = malloc(sizeof(float) * s->n_triangles);
+    CHECK(mmd_smooth_normals(s, 0.1, n, lift) == MMD_OK, "smooth noisy floor");
+    double mean_lift = 0;
+    for (uint32_t t = 0; t < s->n_triangles; t++) mean_lift += lift[t] / s->n_triangles;
+    printf("noisy floor: mean lift %.1f mm (3 sigma = 30 mm)\n", 1e3 * mean_lift);
+    CHECK(mean_lift > 0.02 && mean_lift < 0.04, "lift about 3 sigma of the vertex noise (%.1f mm)", 1e3 * mean_lift);
+    free(lift);
     double se = 0, ss = 0, sn = 0;
     for (uint32_t t = 0; t < s->n_triangles; t++) {
         double ft = face_tilt_deg(s, t, up), st = tilt_deg(n + 3 * t, up);
@@ -122,21 +132,21 @@ int main(void)
     /* thread count does not matter */
     float *n1 = malloc(sizeof(float) * 3 * s->n_triangles);
     setenv("MMDIFF_THREADS", "1", 1);
-    CHECK(mmd_smooth_normals(s, 0.1, n1) == MMD_OK, "smooth, 1 thread");
+    CHECK(mmd_smooth_normals(s, 0.1, n1, NULL) == MMD_OK, "smooth, 1 thread");
     unsetenv("MMDIFF_THREADS");
     CHECK(!memcmp(n, n1, sizeof(float) * 3 * s->n_triangles), "same bits with 1 thread and with the default");
     free(n1);
     free(n);
     /* errors */
     float dummy[3];
-    CHECK(mmd_smooth_normals(s, 0.0, dummy) == MMD_ERR_INVALID, "radius 0 refused");
-    CHECK(mmd_smooth_normals(s, NAN, dummy) == MMD_ERR_INVALID, "radius NaN refused");
+    CHECK(mmd_smooth_normals(s, 0.0, dummy, NULL) == MMD_ERR_INVALID, "radius 0 refused");
+    CHECK(mmd_smooth_normals(s, NAN, dummy, NULL) == MMD_ERR_INVALID, "radius NaN refused");
     mmd_scene_destroy(s);
 
     /* noisy crease: normals near the corner line stay on their own plane */
     s = make_l(40, 2.0, 0.01, 1);
     n = malloc(sizeof(float) * 3 * s->n_triangles);
-    CHECK(mmd_smooth_normals(s, 0.1, n) == MMD_OK, "smooth noisy L");
+    CHECK(mmd_smooth_normals(s, 0.1, n, NULL) == MMD_OK, "smooth noisy L");
     double se_edge = 0;
     int n_edge = 0;
     for (uint32_t t = 0; t < s->n_triangles; t++) {

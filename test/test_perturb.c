@@ -281,7 +281,7 @@ static void test_params(void)
     mmd_scene_destroy(big);
     mmd_scene_destroy(g);
 
-    /* scene.noise block -> params: decimate there is the fraction KEPT. */
+    /* scene.noise block -> params (decimate: the fraction removed, as on the command line) */
     mmd_cfg_noise n;
     memset(&n, 0, sizeof n);
     n.sigma_m = 0.5; /* ignored: block absent */
@@ -293,7 +293,7 @@ static void test_params(void)
     n.sigma_m = 0.01;
     n.hole_fraction = 0.2;
     n.hole_radius_m = 0.3;
-    n.decimate = 0.75;
+    n.decimate = 0.25;
     n.seed = 42;
     CHECK(mmd_perturb_from_cfg(&n, &p) == MMD_OK && p.subdivide_m == 0.05 && p.sigma_m == 0.01 &&
               p.hole_fraction == 0.2 && p.hole_radius_m == 0.3 && fabs(p.decimate - 0.25) < 1e-15 && p.seed == 42,
@@ -305,10 +305,10 @@ static void test_params(void)
     CHECK(mmd_perturb_from_cfg(&n, &p) == MMD_ERR_INVALID && strstr(mmd_last_error(), "scene.noise.hole_fraction"),
           "from_cfg hole_fraction 0.95: %s", mmd_last_error());
     n.hole_fraction = 0.2;
-    n.decimate = 0.05;
+    n.decimate = 0.95;
     mmd_clear_error();
     CHECK(mmd_perturb_from_cfg(&n, &p) == MMD_ERR_INVALID && strstr(mmd_last_error(), "scene.noise.decimate"),
-          "from_cfg decimate keeps 5%%: %s", mmd_last_error());
+          "from_cfg decimate removes 95%%: %s", mmd_last_error());
 }
 
 /* ---------------------------------------------------------------------------------- */

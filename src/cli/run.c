@@ -90,6 +90,22 @@ int mmd_cli_run_open(mmd_cli_run *r, const mmd_cli_opts *o, const char *cmd, int
     if (st == MMD_OK) r->dir = out_dir ? out_dir : e->output.dir.path;
     if (st == MMD_OK && !e->scene.file.path) st = mmd_error(MMD_ERR_INVALID, "%s: scene.file is required", r->exp_path);
     if (st == MMD_OK) st = mmd_scene_load(e->scene.file.path, &r->scene);
+    if (st == MMD_OK && e->scene.noise.enabled) {
+        /* scene.noise: trace a simulated scan of the room instead of the clean mesh */
+        mmd_perturb_params pp;
+        mmd_perturb_stats ps;
+        mmd_scene *noisy = NULL;
+        st = mmd_perturb_from_cfg(&e->scene.noise, &pp);
+        if (st == MMD_OK) st = mmd_scene_perturb_stats(r->scene, &pp, &noisy, &ps);
+        if (st == MMD_OK) {
+            mmd_info("scene.noise: %u -> %u triangles (subdivide %g m, sigma %g m, holes %.1f%%, decimate %g, "
+                     "seed %llu)",
+                     ps.tris_in, ps.tris_out, pp.subdivide_m, pp.sigma_m, 100 * ps.hole_fraction, pp.decimate,
+                     (unsigned long long)pp.seed);
+            mmd_scene_destroy(r->scene);
+            r->scene = noisy;
+        }
+    }
     if (st == MMD_OK) {
         mmd_scene *sc = r->scene;
         mmd_info("scene %s: %u triangles, %u objects", e->scene.file.path, sc->n_triangles, sc->n_objects);

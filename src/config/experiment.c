@@ -108,12 +108,12 @@ static const field k_noise[] = {
      .hi = 100, .unit = "m"},
     {.key = "sigma_m", .kind = F_FLOAT, .off = O(mmd_cfg_noise, sigma_m), .lo = 0, .hi = 10,
      .def = 0, .unit = "m"},
-    {.key = "hole_fraction", .kind = F_FLOAT, .flags = HI_OPEN,
-     .off = O(mmd_cfg_noise, hole_fraction), .lo = 0, .hi = 1, .def = 0},
+    {.key = "hole_fraction", .kind = F_FLOAT, .off = O(mmd_cfg_noise, hole_fraction), .lo = 0,
+     .hi = 0.9, .def = 0},
     {.key = "hole_radius_m", .kind = F_FLOAT, .flags = LO_OPEN,
      .off = O(mmd_cfg_noise, hole_radius_m), .lo = 0, .hi = 100, .def = 0.1, .unit = "m"},
-    {.key = "decimate", .kind = F_FLOAT, .flags = LO_OPEN, .off = O(mmd_cfg_noise, decimate),
-     .lo = 0, .hi = 1, .def = 1},
+    {.key = "decimate", .kind = F_FLOAT, .off = O(mmd_cfg_noise, decimate), .lo = 0, .hi = 0.9,
+     .def = 0},
     {.key = "seed", .kind = F_I64, .off = O(mmd_cfg_noise, seed), .lo = 0, .hi = I63MAX, .def = 1},
     {0}};
 

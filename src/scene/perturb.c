@@ -135,16 +135,14 @@ mmd_status mmd_perturb_from_cfg(const struct mmd_cfg_noise *n, mmd_perturb_param
     p->sigma_m = n->sigma_m;
     p->hole_fraction = n->hole_fraction;
     p->hole_radius_m = n->hole_radius_m;
-    /* The experiment key is the fraction KEPT (1 = no decimation). */
-    p->decimate = 1.0 - n->decimate;
-    if (p->decimate < 0 && p->decimate > -1e-12) p->decimate = 0;
+    p->decimate = n->decimate; /* fraction removed, as on the command line */
     p->seed = (uint64_t)n->seed;
-    if (!(p->hole_fraction <= 0.9))
-        return mmd_error(MMD_ERR_INVALID, "scene.noise.hole_fraction: expected a number in [0, 0.9] for "
-                         "the perturbation, got %g", n->hole_fraction);
+    if (!(p->hole_fraction >= 0 && p->hole_fraction <= 0.9))
+        return mmd_error(MMD_ERR_INVALID, "scene.noise.hole_fraction: expected a number in [0, 0.9], got %g",
+                         n->hole_fraction);
     if (!(p->decimate >= 0 && p->decimate <= 0.9))
-        return mmd_error(MMD_ERR_INVALID, "scene.noise.decimate: expected a fraction kept in [0.1, 1] "
-                         "for the perturbation, got %g", n->decimate);
+        return mmd_error(MMD_ERR_INVALID, "scene.noise.decimate: expected a fraction removed in [0, 0.9], got %g",
+                         n->decimate);
     mmd_status st = mmd_perturb_validate(p);
     if (st) {
         char inner[1024];
@@ -987,21 +985,31 @@ static mmd_status compact(work *w)
     return MMD_OK;
 }
 
+/* Gaussian displacement keyed by the vertex's POSITION (quantised to 0.1 mm), not its
+ * index: vertices of different objects that coincide (a wall's edge on the floor's
+ * edge, the points subdivision puts on that shared line) move together, so the scan has
+ * no cracks along object seams that the clean room did not have. A real scan is one
+ * surface; its segmentation into objects comes later. */
 static mmd_status displace(work *w, double sigma, uint64_t seed)
 {
-    mmd_rng rng;
-    mmd_rng_seed(&rng, seed, STREAM_NOISE);
-    size_t n = 3 * (size_t)w->nv;
-    for (size_t i = 0; i < n; i += 2) {
-        /* Box-Muller: two independent normals per pair of uniforms. */
-        double u1 = 1.0 - mmd_rng_uniform(&rng), u2 = mmd_rng_uniform(&rng);
-        double r = sigma * sqrt(-2.0 * log(u1));
-        double z[2] = {r * cos(2 * M_PI * u2), r * sin(2 * M_PI * u2)};
-        for (size_t k = 0; k < 2 && i + k < n; k++) {
-            float f = (float)((double)w->v[i + k] + z[k]);
-            if (!isfinite(f))
-                return mmd_error(MMD_ERR_INVALID, CTX ": vertex %zu is not finite after displacement", (i + k) / 3);
-            w->v[i + k] = f;
+    const double quantum = 1e-4;
+    for (uint32_t v = 0; v < w->nv; v++) {
+        float *p = w->v + 3 * (size_t)v;
+        uint64_t h = mix64(seed ^ 0x9e3779b97f4a7c15ULL);
+        for (int k = 0; k < 3; k++) h = mix64(h ^ (uint64_t)(int64_t)llround((double)p[k] / quantum));
+        mmd_rng rng;
+        mmd_rng_seed(&rng, h, STREAM_NOISE);
+        double z[4];
+        for (int k = 0; k < 4; k += 2) {
+            /* Box-Muller: two independent normals per pair of uniforms. */
+            double u1 = 1.0 - mmd_rng_uniform(&rng), u2 = mmd_rng_uniform(&rng);
+            double r = sigma * sqrt(-2.0 * log(u1));
+            z[k] = r * cos(2 * M_PI * u2), z[k + 1] = r * sin(2 * M_PI * u2);
+        }
+        for (int k = 0; k < 3; k++) {
+            float f = (float)((double)p[k] + z[k]);
+            if (!isfinite(f)) return mmd_error(MMD_ERR_INVALID, CTX ": vertex %u is not finite after displacement", v);
+            p[k] = f;
         }
     }
     return MMD_OK;

@@ -232,16 +232,25 @@ mmd_status mmd_sim_create(mmd_cl *cl, const mmd_scene *sc, const mmd_bvh *bvh, c
         double n[3] = {e1[1] * e2[2] - e1[2] * e2[1], e1[2] * e2[0] - e1[0] * e2[2], e1[0] * e2[1] - e1[1] * e2[0]};
         double l = sqrt(n[0] * n[0] + n[1] * n[1] + n[2] * n[2]);
         if (!(l > 0)) n[0] = n[1] = 0, n[2] = 1, l = 1;
+        memset(&prims[t], 0, sizeof prims[t]);
         for (int k = 0; k < 3; k++) prims[t].n[k] = (float)(n[k] / l);
         prims[t].material = sc->tri_object[t];
     }
     if (e->solver.mode == MMD_CFG_SOLVER_DIRECTIONAL && e->solver.normal_radius_m > 0) {
         /* the lobe is centred on the surface's normal at the scale of the wave, not on a
          * scan's noisy facets; the specular baseline keeps exact faces, as Sionna does */
-        float *ns = mmd_malloc(sc->n_triangles, 3 * sizeof *ns, "smoothed normals");
-        st = ns ? mmd_smooth_normals(sc, e->solver.normal_radius_m, ns) : MMD_ERR_NOMEM;
-        for (uint32_t t = 0; st == MMD_OK && t < sc->n_triangles; t++)
+        float *ns = mmd_malloc(sc->n_triangles, 4 * sizeof *ns, "smoothed normals");
+        st = ns ? mmd_smooth_normals(sc, e->solver.normal_radius_m, ns, ns + 3 * (size_t)sc->n_triangles)
+                : MMD_ERR_NOMEM;
+        double max_lift = 0;
+        for (uint32_t t = 0; st == MMD_OK && t < sc->n_triangles; t++) {
             for (int k = 0; k < 3; k++) prims[t].n[k] = ns[3 * t + k];
+            prims[t].lift = ns[3 * (size_t)sc->n_triangles + t];
+            if (prims[t].lift > max_lift) max_lift = prims[t].lift;
+        }
+        if (st == MMD_OK && max_lift > 0)
+            mmd_info("normals averaged over %g m; secondary rays start up to %.1f mm above rough surfaces",
+                     e->solver.normal_radius_m, 1e3 * max_lift);
         free(ns);
         if (st != MMD_OK) {
             free(prims);

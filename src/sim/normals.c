@@ -60,6 +60,10 @@ typedef struct smooth_job {
      * nb[off[t - t0] .. off[t - t0 + 1]); nb == NULL after running out of budget = scan */
     uint32_t *nb, *off;
     size_t n_nb, cap_nb;
+    uint32_t *tmp; /* one triangle's neighbours */
+    size_t cap_tmp;
+    float *lift;   /* pass 3 output, NULL = not wanted */
+    int nomem;
 } smooth_job;
 
 /* Neighbour lists beyond this many entries per job are not kept (each later pass then
@@ -199,71 +203,118 @@ static mmd_status grid_build(const mmd_scene *sc, const tri_geo *g, double radiu
     return MMD_OK;
 }
 
+/* The neighbours of t (bucket positions: same object, centroid within the radius) into
+ * j->tmp; from the pass-0 cache when there is one. */
+static int gather(smooth_job *j, uint32_t t, const uint32_t **list, size_t *n_list)
+{
+    const grid *gr = j->gr;
+    const tri_geo *g = j->g;
+    if (j->pass > 0 && j->nb) {
+        *list = j->nb + j->off[t - j->t0];
+        *n_list = j->off[t - j->t0 + 1] - j->off[t - j->t0];
+        return 1;
+    }
+    size_t n = 0;
+    int64_t ci[3];
+    cell_of_point(gr, g[t].c, ci);
+    uint32_t obj = j->sc->tri_object[t];
+    const double px = g[t].c[0], py = g[t].c[1], pz = g[t].c[2];
+    /* reach: cells of gr->h (possibly coarsened for huge scenes) covering the radius */
+    int64_t reach = (int64_t)ceil(sqrt(j->r2) / gr->h);
+    for (int64_t dx = -reach; dx <= reach; dx++)
+        for (int64_t dy = -reach; dy <= reach; dy++)
+            for (int64_t dz = -reach; dz <= reach; dz++) {
+                int64_t x = ci[0] + dx, y = ci[1] + dy, z = ci[2] + dz;
+                if (x < 0 || y < 0 || z < 0 || x >= gr->dim[0] || y >= gr->dim[1] || z >= gr->dim[2]) continue;
+                /* skip cells whose box lies entirely outside the sphere */
+                double gap2 = 0;
+                const int64_t cc[3] = {x, y, z};
+                for (int k = 0; k < 3; k++) {
+                    double b0 = gr->lo[k] + cc[k] * gr->h, b1 = b0 + gr->h, p = g[t].c[k];
+                    double dd = p < b0 ? b0 - p : p > b1 ? p - b1 : 0;
+                    gap2 += dd * dd;
+                }
+                if (gap2 > j->r2) continue;
+                int64_t b = find_bucket(gr, x, y, z);
+                if (b < 0) continue;
+                for (uint32_t q = gr->start[b]; q < gr->start[b + 1]; q++) {
+                    double ex = gr->cx[q] - px, ey = gr->cy[q] - py, ez = gr->cz[q] - pz;
+                    if (ex * ex + ey * ey + ez * ez > j->r2 || gr->obj[q] != obj) continue;
+                    if (n == j->cap_tmp) {
+                        size_t nc = j->cap_tmp ? 2 * j->cap_tmp : 256;
+                        uint32_t *nt = realloc(j->tmp, nc * sizeof *nt);
+                        if (!nt) return 0;
+                        j->tmp = nt;
+                        j->cap_tmp = nc;
+                    }
+                    j->tmp[n++] = q;
+                }
+            }
+    if (j->pass == 0 && j->nb) {
+        /* keep the list for passes 1-3, within a memory budget */
+        if (j->n_nb + n > j->cap_nb) {
+            size_t nc = j->cap_nb;
+            while (nc < j->n_nb + n) nc *= 2;
+            uint32_t *nn = nc <= MMD_NORMALS_NB_MAX ? realloc(j->nb, nc * sizeof *nn) : NULL;
+            if (!nn) { /* over budget: later passes search the grid again */
+                free(j->nb);
+                j->nb = NULL;
+            } else {
+                j->nb = nn;
+                j->cap_nb = nc;
+            }
+        }
+        if (j->nb) {
+            memcpy(j->nb + j->n_nb, j->tmp, n * sizeof *j->tmp);
+            j->n_nb += n;
+            j->off[t - j->t0 + 1] = (uint32_t)j->n_nb;
+        }
+    }
+    *list = j->tmp;
+    *n_list = n;
+    return 1;
+}
+
 static void *smooth_worker(void *arg)
 {
     smooth_job *j = arg;
     const tri_geo *g = j->g;
     const grid *gr = j->gr;
     for (uint32_t t = j->t0; t < j->t1; t++) {
+        const uint32_t *list;
+        size_t n_list;
+        if (!gather(j, t, &list, &n_list)) {
+            j->nomem = 1;
+            return NULL;
+        }
         const double *rt = j->ref + 3 * (size_t)t;
-        double acc[3] = {0, 0, 0};
-        if (j->pass > 0 && j->nb) {
-            for (uint32_t i = j->off[t - j->t0]; i < j->off[t - j->t0 + 1]; i++) {
-                uint32_t q = j->nb[i];
+        if (j->pass == 3) {
+            /* roughness: rms distance of the counted neighbours' centroids from t's plane */
+            double s2 = 0, sa = 0;
+            for (size_t i = 0; i < n_list; i++) {
+                uint32_t q = list[i];
                 double cs = gr->nx[q] * rt[0] + gr->ny[q] * rt[1] + gr->nz[q] * rt[2];
                 if (fabs(cs) < j->cos_max) continue;
-                double sgn = cs < 0 ? -1.0 : 1.0;
-                acc[0] += sgn * gr->ax[q], acc[1] += sgn * gr->ay[q], acc[2] += sgn * gr->az[q];
+                double h = (gr->cx[q] - g[t].c[0]) * rt[0] + (gr->cy[q] - g[t].c[1]) * rt[1] +
+                           (gr->cz[q] - g[t].c[2]) * rt[2];
+                double a = sqrt(gr->ax[q] * gr->ax[q] + gr->ay[q] * gr->ay[q] + gr->az[q] * gr->az[q]);
+                s2 += a * h * h;
+                sa += a;
             }
-        } else {
-            int64_t ci[3];
-            cell_of_point(gr, g[t].c, ci);
-            uint32_t obj = j->sc->tri_object[t];
-            /* reach: cells of gr->h (possibly coarsened for huge scenes) covering the radius */
-            int64_t reach = (int64_t)ceil(sqrt(j->r2) / gr->h);
-            for (int64_t dx = -reach; dx <= reach; dx++)
-                for (int64_t dy = -reach; dy <= reach; dy++)
-                    for (int64_t dz = -reach; dz <= reach; dz++) {
-                        int64_t x = ci[0] + dx, y = ci[1] + dy, z = ci[2] + dz;
-                        if (x < 0 || y < 0 || z < 0 || x >= gr->dim[0] || y >= gr->dim[1] || z >= gr->dim[2])
-                            continue;
-                        /* skip cells whose box lies entirely outside the sphere */
-                        double gap2 = 0;
-                        const int64_t cc[3] = {x, y, z};
-                        for (int k = 0; k < 3; k++) {
-                            double b0 = gr->lo[k] + cc[k] * gr->h, b1 = b0 + gr->h, p = g[t].c[k];
-                            double dd = p < b0 ? b0 - p : p > b1 ? p - b1 : 0;
-                            gap2 += dd * dd;
-                        }
-                        if (gap2 > j->r2) continue;
-                        int64_t b = find_bucket(gr, x, y, z);
-                        if (b < 0) continue;
-                        const double px = g[t].c[0], py = g[t].c[1], pz = g[t].c[2];
-                        for (uint32_t q = gr->start[b]; q < gr->start[b + 1]; q++) {
-                            double dx2 = gr->cx[q] - px, dy2 = gr->cy[q] - py, dz2 = gr->cz[q] - pz;
-                            if (dx2 * dx2 + dy2 * dy2 + dz2 * dz2 > j->r2 || gr->obj[q] != obj) continue;
-                            if (j->pass == 0 && j->nb) {
-                                if (j->n_nb == j->cap_nb) {
-                                    size_t nc = j->cap_nb * 2;
-                                    uint32_t *nn = nc <= MMD_NORMALS_NB_MAX ? realloc(j->nb, nc * sizeof *nn) : NULL;
-                                    if (!nn) { /* over budget: later passes scan the grid again */
-                                        free(j->nb);
-                                        j->nb = NULL;
-                                    } else {
-                                        j->nb = nn;
-                                        j->cap_nb = nc;
-                                    }
-                                }
-                                if (j->nb) j->nb[j->n_nb++] = q;
-                            }
-                            double cs = gr->nx[q] * rt[0] + gr->ny[q] * rt[1] + gr->nz[q] * rt[2];
-                            if (fabs(cs) < j->cos_max) continue;
-                            /* faces wound the other way (two-sided meshes) count flipped */
-                            double sgn = cs < 0 ? -1.0 : 1.0;
-                            acc[0] += sgn * gr->ax[q], acc[1] += sgn * gr->ay[q], acc[2] += sgn * gr->az[q];
-                        }
-                    }
-            if (j->pass == 0 && j->nb) j->off[t - j->t0 + 1] = (uint32_t)j->n_nb;
+            /* a centroid averages three vertices: vertex noise is sqrt(3) x larger; 3 sigma */
+            double lift = sa > 0 ? 3.0 * sqrt(3.0) * sqrt(s2 / sa) : 0;
+            double cap = 0.5 * sqrt(j->r2);
+            j->lift[t] = (float)(lift < cap ? lift : cap);
+            continue;
+        }
+        double acc[3] = {0, 0, 0};
+        for (size_t i = 0; i < n_list; i++) {
+            uint32_t q = list[i];
+            double cs = gr->nx[q] * rt[0] + gr->ny[q] * rt[1] + gr->nz[q] * rt[2];
+            if (fabs(cs) < j->cos_max) continue;
+            /* faces wound the other way (two-sided meshes) count flipped */
+            double sgn = cs < 0 ? -1.0 : 1.0;
+            acc[0] += sgn * gr->ax[q], acc[1] += sgn * gr->ay[q], acc[2] += sgn * gr->az[q];
         }
         double l = sqrt(acc[0] * acc[0] + acc[1] * acc[1] + acc[2] * acc[2]);
         /* keep t's own orientation (the kernels flip the normal to face the ray anyway) */
@@ -274,7 +325,7 @@ static void *smooth_worker(void *arg)
     return NULL;
 }
 
-mmd_status mmd_smooth_normals(const mmd_scene *sc, double radius, float *out)
+mmd_status mmd_smooth_normals(const mmd_scene *sc, double radius, float *out, float *lift)
 {
     if (!(radius > 0) || !isfinite(radius))
         return mmd_error(MMD_ERR_INVALID, "normal smoothing radius %g, expected > 0", radius);
@@ -310,13 +361,16 @@ mmd_status mmd_smooth_normals(const mmd_scene *sc, double radius, float *out)
     smooth_job jobs[64];
     for (int k = 0; k < nt; k++) {
         uint32_t t0 = (uint32_t)((uint64_t)n * k / nt), t1 = (uint32_t)((uint64_t)n * (k + 1) / nt);
-        jobs[k] = (smooth_job){sc, g, &gr, ref, out, radius * radius, cos(60.0 * M_PI / 180.0), t0, t1, 0,
-                               NULL, NULL, 0, 0};
+        memset(&jobs[k], 0, sizeof jobs[k]);
+        jobs[k] = (smooth_job){.sc = sc, .g = g, .gr = &gr, .ref = ref, .out = out, .r2 = radius * radius,
+                               .cos_max = cos(60.0 * M_PI / 180.0), .t0 = t0, .t1 = t1, .lift = lift};
         jobs[k].off = calloc((size_t)(t1 - t0) + 1, sizeof *jobs[k].off);
         jobs[k].cap_nb = 1024;
         jobs[k].nb = jobs[k].off ? malloc(jobs[k].cap_nb * sizeof *jobs[k].nb) : NULL;
     }
-    for (int pass = 0; st == MMD_OK && pass < 3; pass++) {
+    /* passes 0-2 average the normals; pass 3 measures the roughness for the lift */
+    int n_pass = lift ? 4 : 3;
+    for (int pass = 0; st == MMD_OK && pass < n_pass; pass++) {
         pthread_t th[64];
         int started = 0;
         for (int k = 0; k < nt; k++) jobs[k].pass = pass;
@@ -324,9 +378,11 @@ mmd_status mmd_smooth_normals(const mmd_scene *sc, double radius, float *out)
             if (pthread_create(&th[started], NULL, smooth_worker, &jobs[started]) != 0) break;
         for (int k = started; k < nt; k++) smooth_worker(&jobs[k]);
         for (int k = 0; k < started; k++) pthread_join(th[k], NULL);
+        for (int k = 0; k < nt; k++)
+            if (jobs[k].nomem) st = mmd_error(MMD_ERR_NOMEM, "out of memory smoothing normals");
         for (size_t i = 0; i < 3 * (size_t)n; i++) ref[i] = out[i];
     }
-    for (int k = 0; k < nt; k++) free(jobs[k].nb), free(jobs[k].off);
+    for (int k = 0; k < nt; k++) free(jobs[k].nb), free(jobs[k].off), free(jobs[k].tmp);
     if (st == MMD_OK) grid_free(&gr);
     free(g);
     free(ref);
