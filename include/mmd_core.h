@@ -58,6 +58,8 @@ void mmd_log(int level, const char *fmt, ...)
     ;
 #define mmd_info(...) mmd_log(1, __VA_ARGS__)
 #define mmd_debug(...) mmd_log(2, __VA_ARGS__)
+/* Shown at every level, even quiet: something the user asked for did not happen. */
+#define mmd_warn(fmt, ...) mmd_log(0, "warning: " fmt, __VA_ARGS__)
 
 /* Allocation that reports MMD_ERR_NOMEM with what was being allocated. Returns NULL on
  * failure (message set). Sizes are checked for overflow. */

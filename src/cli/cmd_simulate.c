@@ -6,6 +6,8 @@
  *                              resolved parameters and materials
  *   png/pose_NNNN.png (+.json) one heatmap per pose (output.png)
  *   measurements/              poses.csv + spectra.npy + manifest.yaml (output.measurements)
+ *   paths.csv                  the exact specular paths of every pose (output.paths,
+ *                              specular mode; docs/paths.md)
  *   experiment.resolved.yaml   the configuration with every default filled in
  *   command.txt                the command line
  */
@@ -15,23 +17,16 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "cli.h"
 #include "mmd_io.h"
+#include "mmd_paths.h"
 #include "mmd_plot.h"
 #include "mmd_sim.h"
+#include "run.h"
 
 static void progress(size_t done, size_t total, void *user)
 {
     (void)user;
-    if (isatty(2)) {
-        int w = 30, f = (int)(w * (double)done / (double)total);
-        fprintf(stderr, "\r[mmdiff] simulate [");
-        for (int i = 0; i < w; i++) fputc(i < f ? '#' : '.', stderr);
-        fprintf(stderr, "] %zu/%zu poses", done, total);
-        if (done == total) fputc('\n', stderr);
-    } else if (done == total) {
-        mmd_info("traced %zu poses", total);
-    }
+    mmd_cli_progress("simulate", "poses", done, total);
 }
 
 static double db_or_nan(double v) { return v > 0 ? 10.0 * log10(v) : -INFINITY; }
@@ -129,9 +124,10 @@ static mmd_status write_measurements(const char *dir, const mmd_experiment *e, c
     return st;
 }
 
-static mmd_status write_result(const char *path, const mmd_experiment *e, const mmd_sim *sim,
-                               const mmd_aoa_result *r, const mmd_cl *cl, double t_total)
+static mmd_status write_result(const char *path, const mmd_cli_run *run, const mmd_aoa_result *r, double t_total)
 {
+    const mmd_experiment *e = &run->e;
+    const mmd_sim *sim = run->sim;
     mmd_json j;
     mmd_json_init(&j);
     mmd_json_begin_object(&j);
@@ -145,6 +141,7 @@ static mmd_status write_result(const char *path, const mmd_experiment *e, const 
         mmd_json_kv_bool(&j, "los_visible", r->los_visible[k] != 0);
         mmd_json_kv_double(&j, "los_azimuth_deg", r->los_az_deg[k]);
         mmd_json_kv_double(&j, "los_elevation_deg", r->los_el_deg[k]);
+        if (r->n_paths) mmd_json_kv_int(&j, "specular_paths", (long long)r->n_paths[k]);
         mmd_json_key(&j, "peaks");
         mmd_json_begin_array(&j);
         for (int p = 0; p < r->n_peaks[k]; p++) {
@@ -164,15 +161,10 @@ static mmd_status write_result(const char *path, const mmd_experiment *e, const 
     mmd_json_kv_double(&j, "total", t_total);
     mmd_json_kv_double(&j, "trace", sim->t_trace);
     mmd_json_kv_double(&j, "beam_sum", sim->t_reduce);
-    mmd_json_kv_double(&j, "per_pose", r->n_poses ? (sim->t_trace + sim->t_reduce) / r->n_poses : 0);
+    mmd_json_kv_double(&j, "paths", sim->t_paths);
+    mmd_json_kv_double(&j, "per_pose", r->n_poses ? (sim->t_trace + sim->t_reduce + sim->t_paths) / r->n_poses : 0);
     mmd_json_end_object(&j);
-    mmd_json_key(&j, "device");
-    mmd_json_begin_object(&j);
-    mmd_json_kv_string(&j, "platform", cl->info.platform_name);
-    mmd_json_kv_string(&j, "name", cl->info.device_name);
-    mmd_json_kv_string(&j, "driver", cl->info.driver_version);
-    mmd_json_end_object(&j);
-    mmd_json_kv_int(&j, "seed", (long long)e->solver.seed);
+    mmd_cli_run_json_common(run, &j);
     mmd_json_key(&j, "parameters");
     mmd_json_begin_object(&j);
     mmd_json_kv_double(&j, "frequency_hz", e->scene.frequency_hz);
@@ -198,21 +190,6 @@ static mmd_status write_result(const char *path, const mmd_experiment *e, const 
     mmd_json_kv_doubles(&j, "elevation_deg", g, 3);
     mmd_json_kv_string(&j, "spectra_layout", "[pose][elevation][azimuth], linear power per bin");
     mmd_json_end_object(&j);
-    mmd_json_key(&j, "materials");
-    mmd_json_begin_object(&j);
-    for (uint32_t o = 0; o < sim->n_mat; o++) {
-        const mmd_material *m = &sim->materials[o];
-        mmd_json_key(&j, sim->scene->objects[o].name);
-        mmd_json_begin_object(&j);
-        mmd_json_kv_double(&j, "eps_r", m->eps_r);
-        mmd_json_kv_double(&j, "sigma_s_per_m", m->sigma_s_per_m);
-        mmd_json_kv_double(&j, "scattering", m->scattering);
-        mmd_json_kv_double(&j, "xpd", m->xpd);
-        mmd_json_kv_double(&j, "thickness_m", m->thickness_m);
-        mmd_json_kv_int(&j, "alpha_r", m->alpha_r);
-        mmd_json_end_object(&j);
-    }
-    mmd_json_end_object(&j);
     mmd_json_end_object(&j);
     mmd_status st = mmd_json_save(&j, path);
     mmd_json_free(&j);
@@ -221,95 +198,37 @@ static mmd_status write_result(const char *path, const mmd_experiment *e, const 
 
 int mmd_cmd_simulate(const mmd_cli_opts *o, int argc, char **argv)
 {
-    const char *exp_path = NULL, *out_dir = NULL;
-    const char **sets = calloc((size_t)argc, sizeof *sets);
-    size_t n_sets = 0;
-    if (!sets) return mmd_cli_fail();
-    for (int i = 1; i < argc; i++) {
-        if ((!strcmp(argv[i], "-o") || !strcmp(argv[i], "--out")) && i + 1 < argc) {
-            out_dir = argv[++i];
-        } else if (!strcmp(argv[i], "--set") && i + 1 < argc) {
-            sets[n_sets++] = argv[++i];
-        } else if (!strncmp(argv[i], "--set=", 6)) {
-            sets[n_sets++] = argv[i] + 6;
-        } else if (argv[i][0] == '-') {
-            fprintf(stderr, "mmdiff simulate: error: unknown option '%s'\n"
-                            "usage: mmdiff simulate EXP.yaml [-o DIR] [--set key=value ...]\n", argv[i]);
-            free(sets);
-            return 2;
-        } else if (!exp_path) {
-            exp_path = argv[i];
-        } else {
-            fprintf(stderr, "mmdiff simulate: error: more than one experiment file given\n");
-            free(sets);
-            return 2;
-        }
-    }
-    if (!exp_path) {
-        fprintf(stderr, "usage: mmdiff simulate EXP.yaml [-o DIR] [--set key=value ...]\n");
-        free(sets);
-        return 2;
-    }
-    double t0 = mmd_now();
-    mmd_experiment e;
-    mmd_status st = mmd_experiment_load(exp_path, sets, n_sets, &e);
-    free(sets);
-    if (st != MMD_OK) return mmd_cli_fail();
-    mmd_scene *scene = NULL;
-    mmd_bvh *bvh = NULL;
-    mmd_cl *cl = NULL;
-    mmd_sim *sim = NULL;
+    mmd_cli_run r;
+    int rc = mmd_cli_run_open(&r, o, "simulate", argc, argv, 1);
+    if (rc) return rc;
+    const mmd_experiment *e = &r.e;
     mmd_aoa_result res = {0};
-    mmd_cfg_pose *csv_poses = NULL;
-    size_t n_csv = 0;
-    const char *dir = out_dir ? out_dir : e.output.dir.path;
-    if (!e.scene.file.path) st = mmd_error(MMD_ERR_INVALID, "%s: scene.file is required", exp_path);
-    if (st == MMD_OK) st = mmd_scene_load(e.scene.file.path, &scene);
-    if (st == MMD_OK) {
-        mmd_info("scene %s: %u triangles, %u objects", e.scene.file.path, scene->n_triangles, scene->n_objects);
-        const char **known = malloc((scene->n_materials + scene->n_objects) * sizeof *known);
-        if (!known) st = mmd_error(MMD_ERR_NOMEM, "out of memory");
-        size_t nk = 0;
-        for (uint32_t i = 0; known && i < scene->n_materials; i++) known[nk++] = scene->materials[i].name;
-        for (uint32_t i = 0; known && i < scene->n_objects; i++) known[nk++] = scene->objects[i].name;
-        if (st == MMD_OK) st = mmd_experiment_check_material_names(&e, known, nk, e.scene.file.path);
-        free(known);
-    }
-    const mmd_cfg_pose *poses = e.rx.poses;
-    size_t n_poses = e.rx.n_poses;
-    if (st == MMD_OK && e.rx.poses_csv.path) {
-        st = mmd_cfg_read_poses_csv(e.rx.poses_csv.path, &csv_poses, &n_csv);
-        poses = csv_poses;
-        n_poses = n_csv;
-    }
-    if (st == MMD_OK && n_poses == 0) st = mmd_error(MMD_ERR_INVALID, "%s: rx.poses: no receiver poses given", exp_path);
-    if (st == MMD_OK) st = mmd_bvh_build(scene->vertices, scene->indices, scene->n_triangles, NULL, &bvh);
-    if (st == MMD_OK) mmd_info("bvh: %u nodes, built in %.1f ms", bvh->n_nodes, 1e3 * bvh->build_seconds);
-    if (st == MMD_OK) st = mmd_cl_create(o->device, &cl);
-    if (st == MMD_OK) st = mmd_sim_create(cl, scene, bvh, &e, &sim);
-    if (st == MMD_OK) {
-        mmd_info("simulate: %zu poses x %d rays, depth %d, %s mode", n_poses, e.solver.rays, e.solver.max_depth,
-                 mmd_cfg_enum_name("solver.mode", e.solver.mode));
-        st = mmd_sim_aoa(sim, poses, n_poses, &res, progress, NULL);
-    }
+    mmd_info("simulate: %zu poses x %d rays, depth %d, %s mode", r.n_poses, e->solver.rays, e->solver.max_depth,
+             mmd_cfg_enum_name("solver.mode", e->solver.mode));
+    mmd_status st = mmd_sim_aoa(r.sim, r.poses, r.n_poses, &res, progress, NULL);
     char path[4200];
-    if (st == MMD_OK) st = mmd_mkdirs(dir);
+    if (st == MMD_OK) st = mmd_cli_run_write_records(&r);
     if (st == MMD_OK) {
         size_t shape[3] = {res.n_poses, (size_t)res.n_el, (size_t)res.n_az};
-        snprintf(path, sizeof path, "%s/spectra.npy", dir);
+        snprintf(path, sizeof path, "%s/spectra.npy", r.dir);
         st = mmd_npy_write(path, MMD_DT_F32, shape, 3, res.spectra);
     }
-    if (st == MMD_OK && e.output.png) st = write_pngs(dir, &e, &res);
-    if (st == MMD_OK && e.output.measurements) st = write_measurements(dir, &e, poses, &res);
-    if (st == MMD_OK) {
-        snprintf(path, sizeof path, "%s/experiment.resolved.yaml", dir);
-        st = mmd_experiment_write_resolved(&e, path);
+    if (st == MMD_OK && e->output.png) st = write_pngs(r.dir, e, &res);
+    if (st == MMD_OK && e->output.measurements) st = write_measurements(r.dir, e, r.poses, &res);
+    if (st == MMD_OK && e->output.paths) {
+        if (res.paths) {
+            snprintf(path, sizeof path, "%s/paths.csv", r.dir);
+            st = mmd_paths_write_csv(path, (const mmd_path *const *)res.paths, res.n_paths, res.n_poses,
+                                     e->solver.max_depth);
+        } else {
+            mmd_warn("output.paths: %s", "only the specular solver has discrete paths (solver.mode: specular); "
+                                         "no paths.csv written");
+        }
     }
     if (st == MMD_OK) {
-        snprintf(path, sizeof path, "%s/result.json", dir);
-        st = write_result(path, &e, sim, &res, cl, mmd_now() - t0);
+        snprintf(path, sizeof path, "%s/result.json", r.dir);
+        st = write_result(path, &r, &res, mmd_now() - r.t0);
     }
-    int rc = 0;
     if (st != MMD_OK) {
         rc = mmd_cli_fail();
     } else {
@@ -320,17 +239,13 @@ int mmd_cmd_simulate(const mmd_cli_opts *o, int argc, char **argv)
                    db_or_nan(res.los_power[k]), pk ? pk->az_deg : NAN, pk ? pk->el_deg : NAN,
                    pk ? pk->power_db : -INFINITY);
         }
-        printf("outputs: %s/ (spectra.npy, result.json%s%s)\n", dir, e.output.png ? ", png/" : "",
-               e.output.measurements ? ", measurements/" : "");
-        printf("time: %.2f s total, %.3f s per pose\n", mmd_now() - t0,
-               res.n_poses ? (sim->t_trace + sim->t_reduce) / res.n_poses : 0.0);
+        printf("outputs: %s/ (spectra.npy, result.json%s%s%s)\n", r.dir, e->output.png ? ", png/" : "",
+               e->output.measurements ? ", measurements/" : "", e->output.paths && res.paths ? ", paths.csv" : "");
+        const mmd_sim *sim = r.sim;
+        printf("time: %.2f s total, %.3f s per pose\n", mmd_now() - r.t0,
+               res.n_poses ? (sim->t_trace + sim->t_reduce + sim->t_paths) / res.n_poses : 0.0);
     }
     mmd_aoa_result_free(&res);
-    mmd_sim_destroy(sim);
-    mmd_cl_destroy(cl);
-    mmd_bvh_destroy(bvh);
-    mmd_scene_destroy(scene);
-    free(csv_poses);
-    mmd_experiment_free(&e);
+    mmd_cli_run_close(&r);
     return rc;
 }
