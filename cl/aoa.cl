@@ -29,20 +29,8 @@
 #include "physics.h"
 #include "sample.h"
 #include "jones.h"
+#include "sim_common.h"
 
-
-/* Direction of ray `i` of pose `pose_index` in the receiver's local frame. */
-inline float3 aoa_ray_local(__constant const mmd_sim_params *P, uint pose_index, uint i)
-{
-    float rot[9];
-    random_rotation(P->seed_lo, pose_index * 2u + 1u, rot);
-    return mat3_mul(rot, fibonacci_dir(i, P->n_rays));
-}
-
-inline float offset_eps(__constant const mmd_sim_params *P, float3 p)
-{
-    return P->eps_scale * (1.0f + fmax(fabs(p.x), fmax(fabs(p.y), fabs(p.z))));
-}
 
 __kernel void mmd_aoa_trace(__global const mmd_bvh8_node *nodes, __global const mmd_tri *tris,
                             __global const mmd_prim_info *prims, __global const mmd_gpu_material *mats,

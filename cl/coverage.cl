@@ -26,15 +26,11 @@
 #include "physics.h"
 #include "sample.h"
 #include "jones.h"
+#include "sim_common.h"
 
 #define COV_NONE 0xffffffffu
 /* RNG stream of the TX-launched estimators (AoA poses use their pose index). */
 #define COV_STREAM 0xfffffff0u
-
-inline float cov_eps(__constant const mmd_sim_params *P, float3 p)
-{
-    return P->eps_scale * (1.0f + fmax(fabs(p.x), fmax(fabs(p.y), fabs(p.z))));
-}
 
 /* Cell of the crossing of segment (o, d, t in (0, t_end)) with the plane, or COV_NONE. */
 inline uint cov_cell(float3 o, float3 d, float t_end, float z, float x0, float y0, float inv_cell, int nx, int ny,
@@ -134,7 +130,7 @@ __kernel void mmd_coverage_trace(__global const mmd_bvh8_node *nodes, __global c
         if (dot(n, d) > 0.0f) n = -n; /* two-sided: face the arriving ray */
         mmd_gpu_material m = mats[pi.material];
         float2 eta = (float2)(m.eta_re, m.eta_im);
-        float eps = fmax(cov_eps(P, p), pi.lift); /* clear a scanned surface's own bumps */
+        float eps = fmax(offset_eps(P, p), pi.lift); /* clear a scanned surface's own bumps */
         float cos_i = -dot(d, n);
         uint dim = 3u * (depth + 1u);
         float u0 = rnd(seed, COV_STREAM, i, dim);

@@ -75,6 +75,53 @@ inline void fresnel_rt(float2 eta, float thickness, float k0, float cos_t, float
     }
 }
 
+/* fresnel_rt and the complex derivatives dR/deta, dT/deta (R, T are holomorphic in eta
+ * away from the branch cut of the square root), for the calibration adjoints (SPEC 5).
+ * With a = sqrt(eta - sin^2 t), a' = 1 / (2a):
+ *   r_TE' = -2 cos a' / (cos + a)^2,   r_TM' = ((cos - a')(eta cos + a) - (eta cos - a)(cos + a')) / (eta cos + a)^2
+ * and for the slab the quotient rule on R = r(1 - E2)/(1 - r^2 E2), T = (1 - r^2) E1/(1 - r^2 E2)
+ * with E1 = e^{-jq}, q = k0 d a, E1' = -j k0 d a' E1, E2 = E1^2, E2' = 2 E1 E1'. */
+inline void fresnel_rt_d(float2 eta, float thickness, float k0, float cos_t, float2 *R, float2 *T, float2 *dR,
+                         float2 *dT)
+{
+    float sin2 = fmax(0.0f, 1.0f - cos_t * cos_t);
+    float2 one = (float2)(1.0f, 0.0f);
+    float2 a = c_sqrt((float2)(eta.x - sin2, eta.y));
+    float2 da = c_div((float2)(0.5f, 0.0f), a);
+    float2 ct = (float2)(cos_t, 0.0f);
+    float2 cpa = ct + a;
+    float2 r_te = c_div(ct - a, cpa);
+    float2 dr_te = c_div(c_mul((float2)(-2.0f * cos_t, 0.0f), da), c_mul(cpa, cpa));
+    float2 ect = c_mul(eta, ct);
+    float2 N = ect - a, D = ect + a;
+    float2 r_tm = c_div(N, D);
+    float2 dr_tm = c_div(c_mul(ct - da, D) - c_mul(N, ct + da), c_mul(D, D));
+    if (thickness <= 0.0f) {
+        R[0] = r_te; R[1] = r_tm;
+        dR[0] = dr_te; dR[1] = dr_tm;
+        T[0] = T[1] = dT[0] = dT[1] = (float2)(0.0f, 0.0f);
+        return;
+    }
+    float kd = k0 * thickness;
+    float2 q = a * kd;
+    float2 e1 = c_exp((float2)(q.y, -q.x));
+    float2 de1 = c_mul((float2)(0.0f, -kd), c_mul(da, e1)); /* -j k0 d a' E1 */
+    float2 e2 = c_mul(e1, e1), de2 = 2.0f * c_mul(e1, de1);
+    for (int p = 0; p < 2; p++) {
+        float2 r = p ? r_tm : r_te, dr = p ? dr_tm : dr_te;
+        float2 r2 = c_mul(r, r), dr2 = 2.0f * c_mul(r, dr);
+        float2 den = one - c_mul(r2, e2);
+        float2 dden = -(c_mul(dr2, e2) + c_mul(r2, de2));
+        float2 numR = c_mul(r, one - e2), dnumR = c_mul(dr, one - e2) - c_mul(r, de2);
+        float2 numT = c_mul(one - r2, e1), dnumT = c_mul(one - r2, de1) - c_mul(dr2, e1);
+        float2 den2 = c_mul(den, den);
+        R[p] = c_div(numR, den);
+        T[p] = c_div(numT, den);
+        dR[p] = c_div(c_mul(dnumR, den) - c_mul(numR, dden), den2);
+        dT[p] = c_div(c_mul(dnumT, den) - c_mul(numT, dden), den2);
+    }
+}
+
 /* ---- directional lobe (mmDiff Eq. 7) ---------------------------------------------- */
 
 /* F_alpha(theta_i) = A + cos_t * P(sin^2 t), Horner over coef[0..n-1] (host-computed

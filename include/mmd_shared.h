@@ -145,7 +145,28 @@ typedef struct mmd_sim_params {
     mmd_f32 pad[3];
 } mmd_sim_params; /* 112 bytes */
 
+/* One path vertex of a calibration record (cl/calib.cl, docs/calibration.md): the
+ * geometry of a receiver-launched trace with everything that does not depend on the
+ * trainable materials, so replaying it with new materials gives the same estimate as a
+ * fresh trace. A ray owns max_depth consecutive records; the first with event END and
+ * g_nee == 0 ends it. */
+#define MMD_CAL_END 0u      /* no continuation from this vertex */
+#define MMD_CAL_LOBE 1u
+#define MMD_CAL_DIFFUSE 2u
+#define MMD_CAL_TRANSMIT 3u
+typedef struct mmd_cal_vertex {
+    mmd_f32 p[3];  mmd_u32 obj;     /* hit point; scene object (material) */
+    mmd_f32 n[3];  mmd_u32 event;   /* normal facing the arriving ray; MMD_CAL_* of the continuation */
+    mmd_f32 d[3];  mmd_f32 g_nee;   /* arriving direction; (lambda/4pi)^2 dOmega G_TX / r^2 of the
+                                       next-event connection, 0 when blocked or below the surface */
+    mmd_f32 v[3];  mmd_f32 f_lobe;  /* unit vector to the TX; lobe value toward the RX at the connection */
+    mmd_f32 o[3];  mmd_f32 w_cont;  /* continuation direction; f/pdf without the material factors */
+    mmd_u32 tri;   mmd_f32 f_diff;  /* scene triangle; Lambertian value toward the RX at the connection */
+    mmd_f32 pad[2];
+} mmd_cal_vertex; /* 96 bytes */
+
 #ifndef __OPENCL_VERSION__
+_Static_assert(sizeof(mmd_cal_vertex) == 96, "mmd_cal_vertex layout");
 _Static_assert(sizeof(mmd_bvh8_node) == 224, "mmd_bvh8_node layout");
 _Static_assert(sizeof(mmd_tri) == 48, "mmd_tri layout");
 _Static_assert(sizeof(mmd_ray) == 32, "mmd_ray layout");

@@ -107,6 +107,21 @@ mmd_status mmd_sim_aoa(mmd_sim *s, const mmd_cfg_pose *poses, size_t n, mmd_aoa_
                        void (*progress)(size_t, size_t, void *), void *user);
 void mmd_aoa_result_free(mmd_aoa_result *r);
 
+/* mmd_sim_aoa with two hooks for the calibration engine: ids[k] (NULL = k) is pose k's
+ * index, which seeds its rays; fill (NULL = trace) must leave the per-ray powers of the
+ * nb poses [first, first + nb) in s->d_out (the poses are already in s->d_poses) -- e.g.
+ * by replaying recorded paths with new materials. Poses go in batches of at most
+ * mmd_sim_batch_poses(s); after the call s->d_out and s->d_poses hold the last batch. */
+typedef mmd_status (*mmd_sim_fill_fn)(void *ctx, mmd_sim *s, const mmd_cfg_pose *poses, const size_t *ids,
+                                      size_t first, size_t nb);
+mmd_status mmd_sim_aoa_ex(mmd_sim *s, const mmd_cfg_pose *poses, const size_t *ids, size_t n, mmd_sim_fill_fn fill,
+                          void *fill_ctx, mmd_aoa_result *r, void (*progress)(size_t, size_t, void *), void *user);
+size_t mmd_sim_batch_poses(const mmd_sim *s);
+
+/* Upload n poses to s->d_poses (ids[i] seeds pose i's rays; NULL = first + i) and size
+ * s->d_out for n * n_rays per-ray powers. */
+mmd_status mmd_sim_upload_poses(mmd_sim *s, const mmd_cfg_pose *poses, const size_t *ids, size_t first, size_t n);
+
 /* Local maxima (8-neighbourhood; azimuth wraps when the grid spans 360 deg) of one
  * spectrum in dB, strongest first, at most `max` of them. */
 int mmd_aoa_find_peaks(const float *spec, int n_az, int n_el, const mmd_cfg_grid *az,

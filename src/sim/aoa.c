@@ -357,12 +357,13 @@ static size_t batch_size(const mmd_sim *s)
     return b < 1 ? 1 : b > 256 ? 256 : b;
 }
 
-/* Run the trace kernel on poses [first, first + n) (global indices) into d_out. */
-static mmd_status run_trace(mmd_sim *s, const mmd_cfg_pose *poses, size_t first, size_t n)
+/* Upload n poses to d_poses (ids[i] = the pose's index, which seeds its rays; NULL =
+ * first + i) and make d_out hold n * n_rays floats. */
+mmd_status mmd_sim_upload_poses(mmd_sim *s, const mmd_cfg_pose *poses, const size_t *ids, size_t first, size_t n)
 {
-    mmd_gpu_pose *gp = mmd_malloc(n, sizeof *gp, "poses");
+    mmd_gpu_pose *gp = mmd_malloc(n ? n : 1, sizeof *gp, "poses");
     if (!gp) return MMD_ERR_NOMEM;
-    for (size_t i = 0; i < n; i++) pose_to_gpu(&poses[i], (uint32_t)(first + i), &gp[i]);
+    for (size_t i = 0; i < n; i++) pose_to_gpu(&poses[i], (uint32_t)(ids ? ids[i] : first + i), &gp[i]);
     size_t nr = s->params.n_rays;
     mmd_status st = ensure(s, &s->d_poses, &s->cap_poses, n * sizeof *gp, "poses");
     if (st == MMD_OK) {
@@ -374,6 +375,14 @@ static mmd_status run_trace(mmd_sim *s, const mmd_cfg_pose *poses, size_t first,
         st = mmd_cl_check(clEnqueueWriteBuffer(s->cl->queue, s->d_poses, CL_TRUE, 0, n * sizeof *gp, gp, 0, NULL, NULL),
                           "upload poses");
     free(gp);
+    return st;
+}
+
+/* Run the trace kernel on poses [first, first + n) (global indices, or ids) into d_out. */
+static mmd_status run_trace(mmd_sim *s, const mmd_cfg_pose *poses, const size_t *ids, size_t first, size_t n)
+{
+    size_t nr = s->params.n_rays;
+    mmd_status st = mmd_sim_upload_poses(s, poses, ids, first, n);
     if (st != MMD_OK) return st;
     cl_uint np = (cl_uint)n;
     cl_kernel k = s->k_trace;
@@ -398,7 +407,7 @@ static mmd_status run_trace(mmd_sim *s, const mmd_cfg_pose *poses, size_t first,
 
 mmd_status mmd_sim_trace_rays(mmd_sim *s, const mmd_cfg_pose *poses, size_t n, float *c_out)
 {
-    mmd_status st = run_trace(s, poses, 0, n);
+    mmd_status st = run_trace(s, poses, NULL, 0, n);
     if (st != MMD_OK) return st;
     return mmd_cl_check(clEnqueueReadBuffer(s->cl->queue, s->d_out, CL_TRUE, 0, n * s->params.n_rays * sizeof(float),
                                             c_out, 0, NULL, NULL),
@@ -407,7 +416,7 @@ mmd_status mmd_sim_trace_rays(mmd_sim *s, const mmd_cfg_pose *poses, size_t n, f
 
 mmd_status mmd_sim_ray_dirs(mmd_sim *s, const mmd_cfg_pose *poses, size_t n, float *dirs)
 {
-    mmd_status st = run_trace(s, poses, 0, n); /* uploads the poses (and traces: cheap enough here) */
+    mmd_status st = run_trace(s, poses, NULL, 0, n); /* uploads the poses (and traces: cheap enough here) */
     if (st != MMD_OK) return st;
     size_t total = n * s->params.n_rays;
     cl_mem d = NULL;
@@ -713,6 +722,14 @@ static mmd_status mechanical_spectrum(mmd_sim *s, const float *c, const float *d
 mmd_status mmd_sim_aoa(mmd_sim *s, const mmd_cfg_pose *poses, size_t n, mmd_aoa_result *r,
                        void (*progress)(size_t, size_t, void *), void *user)
 {
+    return mmd_sim_aoa_ex(s, poses, NULL, n, NULL, NULL, r, progress, user);
+}
+
+size_t mmd_sim_batch_poses(const mmd_sim *s) { return batch_size(s); }
+
+mmd_status mmd_sim_aoa_ex(mmd_sim *s, const mmd_cfg_pose *poses, const size_t *ids, size_t n, mmd_sim_fill_fn fill,
+                          void *fill_ctx, mmd_aoa_result *r, void (*progress)(size_t, size_t, void *), void *user)
+{
     memset(r, 0, sizeof *r);
     const mmd_experiment *e = s->exp;
     int naz = e->aoa.azimuth_deg.count, nel = e->aoa.elevation_deg.count;
@@ -796,8 +813,11 @@ mmd_status mmd_sim_aoa(mmd_sim *s, const mmd_cfg_pose *poses, size_t n, mmd_aoa_
            local_bytes_z = s->lag_wg * rows * sizeof(cl_float2);
     for (size_t first = 0; st == MMD_OK && first < n; first += bs) {
         size_t nb = n - first < bs ? n - first : bs;
-        if (mc) {
-            st = run_trace(s, poses + first, first, nb);
+        if (mc && fill) {
+            st = mmd_sim_upload_poses(s, poses + first, ids ? ids + first : NULL, first, nb);
+            if (st == MMD_OK) st = fill(fill_ctx, s, poses + first, ids ? ids + first : NULL, first, nb);
+        } else if (mc) {
+            st = run_trace(s, poses + first, ids ? ids + first : NULL, first, nb);
         } else {
             memset(c_host, 0, nb * nr * sizeof *c_host);
             memset(partial, 0, nb * groups_per_pose * (size_t)n_lags * sizeof *partial);

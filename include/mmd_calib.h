@@ -1,0 +1,143 @@
+/*
+ * mmd_calib.h - the differentiable forward model behind calibration (SPEC 5): AoA
+ * spectra of a batch of receiver poses as a function of the radio materials, the
+ * log-MAE loss against measured spectra, and its gradient with respect to the material
+ * parameters, from hand-derived adjoint kernels (cl/calib.cl, docs/calibration.md).
+ *
+ * How: the geometric part of each pose's trace (hit points, normals, directions, the
+ * shadow-ray visibility of every next-event connection, the sampled events, object and
+ * triangle ids) is recorded once per pose and kept in a path cache (solver.cache_mb;
+ * poses beyond the budget are re-traced when needed). Because sampling depends only on
+ * geometry and fixed parameters (SPEC 4 key rule), replaying a record with new materials
+ * gives exactly the estimate a fresh trace would give, and its derivative.
+ *
+ * Parameters. Every model is a vector of "raw" (unconstrained) floats that Adam updates;
+ * the physical material follows SPEC 5's mapping:
+ *     eps_r = 1 + exp(clip(o0, ln 1e-3, ln 199)),  sigma = exp(clip(o1, ln 1e-3, ln 1e6)),
+ *     S = clip(sigmoid(o2), 1e-3, 1 - 1e-3),        K_x = clip(sigmoid(o3), 1e-3, 1 - 1e-3).
+ * Per-object model: 4 raw floats per scene object (raw[4 * object + k]). Neural model:
+ * the MLP's weights (mmd_mlp.h).
+ *
+ * Example (per-object model, one Adam step on a batch of poses):
+ *     mmd_calib *c = NULL;
+ *     mmd_calib_options o = mmd_calib_defaults();
+ *     mmd_calib_create(sim, &o, &c);                 // starts from the sim's materials
+ *     double loss;
+ *     mmd_calib_zero_grad(c);
+ *     mmd_calib_loss(c, batch_poses, batch_index, batch_measured, n, &loss, 1);
+ *     mmd_calib_adam(c, 5e-4);
+ *     mmd_calib_materials(c, mats);                  // physical parameters per object
+ *     mmd_calib_destroy(c);
+ */
+#ifndef MMD_CALIB_H
+#define MMD_CALIB_H
+
+#include "mmd_sim.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Deepest path a calibration record holds (solver.max_depth above is an error). */
+#define MMD_CALIB_MAX_DEPTH 8
+
+typedef enum mmd_calib_model_kind { MMD_CALIB_PER_OBJECT = 0, MMD_CALIB_NEURAL = 1 } mmd_calib_model_kind;
+
+typedef enum mmd_calib_loss_kind {
+    MMD_CALIB_LOG_MAE = 0, /* SPEC 5: mean |log10(P + floor) - log10(M + floor)| */
+    MMD_CALIB_LOG_MSE = 1  /* mean squared log difference: smooth (finite-difference checks) */
+} mmd_calib_loss_kind;
+
+typedef struct mmd_calib_options {
+    mmd_calib_model_kind model;
+    mmd_calib_loss_kind loss;
+    double loss_floor_db;   /* floor = each pose's measured maximum x 10^(floor_db / 10) */
+    int fit_scale;          /* fit a global power scale in closed form each evaluation */
+    size_t cache_bytes;     /* path-cache budget; 0 = no cache (re-trace every evaluation) */
+    double beta1, beta2, adam_eps;
+    /* which of (eps_r, sigma, S, K_x) are trained (per-object model); default all four;
+     * K_x has no effect in scalar polarisation mode */
+    int train_mask[4];
+} mmd_calib_options;
+
+mmd_calib_options mmd_calib_defaults(void);
+
+typedef struct mmd_calib mmd_calib;
+
+/* The simulator gives the scene, tree, experiment (solver, rx array, aoa grid) and the
+ * starting materials. URA receivers only (not the mechanical horn scan). */
+mmd_status mmd_calib_create(mmd_sim *sim, const mmd_calib_options *o, mmd_calib **out);
+void mmd_calib_destroy(mmd_calib *c);
+
+/* Loss of n poses against measured spectra (measured[k] points at n_el * n_az linear
+ * powers, [el][az] as written by `simulate`), averaged over the poses. pose_ids[k] is the
+ * pose's index in the measurement set: it keys the cache and seeds the pose's rays, so a
+ * pose always gets the same sample directions. With want_grad the gradient of the
+ * averaged loss is ADDED to the model's gradient (call mmd_calib_zero_grad first).
+ * pred (may be NULL) receives the predicted spectra (scale applied), n * n_el * n_az. */
+mmd_status mmd_calib_loss(mmd_calib *c, const mmd_cfg_pose *poses, const size_t *pose_ids,
+                          const float *const *measured, size_t n, double *loss, int want_grad,
+                          float *pred);
+
+/* Raw parameter vector (see the top of this file) and its gradient. */
+size_t mmd_calib_n_params(const mmd_calib *c);
+void mmd_calib_get_params(const mmd_calib *c, float *raw);
+mmd_status mmd_calib_set_params(mmd_calib *c, const float *raw);
+void mmd_calib_get_grad(const mmd_calib *c, float *grad);
+void mmd_calib_zero_grad(mmd_calib *c);
+
+/* One Adam step with the accumulated gradient (bias-corrected; the step count and moment
+ * vectors are part of the state). */
+mmd_status mmd_calib_adam(mmd_calib *c, double lr);
+/* Optimiser state for checkpoints: step count, first and second moments (n_params each). */
+void mmd_calib_get_adam(const mmd_calib *c, int64_t *step, float *m, float *v);
+mmd_status mmd_calib_set_adam(mmd_calib *c, int64_t step, const float *m, const float *v);
+
+/* Per-object model: the physical materials now (one per scene object; thickness and
+ * alpha_r as in the simulator). Also pushes them into the simulator, so a later
+ * mmd_sim_aoa / mmd_sim_coverage predicts with the learned materials. */
+mmd_status mmd_calib_materials(mmd_calib *c, mmd_material *out);
+
+/* Last evaluation's global power scale (1 when fit_scale is off), and timing. */
+double mmd_calib_scale(const mmd_calib *c);
+typedef struct mmd_calib_timing {
+    double trace, replay, beam, backward, host; /* seconds, accumulated */
+    size_t cache_hits, cache_misses;
+    size_t cache_bytes_used;
+} mmd_calib_timing;
+mmd_calib_timing mmd_calib_get_timing(const mmd_calib *c);
+
+/* Raw <-> physical mapping of one material (SPEC 5), exported for tests and tools. */
+void mmd_calib_raw_to_material(const float raw[4], mmd_material *m);
+void mmd_calib_material_to_raw(const mmd_material *m, float raw[4]);
+
+/* ---- for tests: one pose at a time --------------------------------------------------
+ * pose_id seeds the rays as in mmd_calib_loss. */
+
+/* The pose's records (n_rays * max_depth, malloc'ed) and the pose rotation. */
+mmd_status mmd_calib_debug_records(mmd_calib *c, const mmd_cfg_pose *pose, size_t pose_id, mmd_cal_vertex **rec,
+                                   size_t *n_rays);
+/* Per-ray powers c_i of mmd_calib_forward with the current parameters. */
+mmd_status mmd_calib_debug_forward(mmd_calib *c, const mmd_cfg_pose *pose, size_t pose_id, float *c_out);
+/* sum_i dldc[i] dc_i/d(physical theta) per object, from mmd_calib_backward: grad[4 o + k]
+ * for (eps_r, sigma, S, K_x). */
+mmd_status mmd_calib_debug_backward(mmd_calib *c, const mmd_cfg_pose *pose, size_t pose_id, const float *dldc,
+                                    double *grad);
+/* dL/dc_i of mmd_calib_dldc for bin weights g (n_el * n_az, [el][az]). */
+mmd_status mmd_calib_debug_dldc(mmd_calib *c, const mmd_cfg_pose *pose, size_t pose_id, const double *g,
+                                float *dldc);
+
+/* The plain-C double reference of mmd_calib_forward (src/learn/calib_ref.c). */
+typedef struct mmd_calib_ref {
+    int jones;
+    double wavelength, sig2im; /* eta = eps_r - j sigma sig2im */
+    double tx_rot[9];
+    const double *thickness;   /* per object */
+} mmd_calib_ref;
+double mmd_calib_ref_ray_power(const mmd_calib_ref *x, const mmd_cal_vertex *rv, int K, const double *theta,
+                               const double pose_rot[9]);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

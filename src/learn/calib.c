@@ -1,0 +1,691 @@
+/*
+ * The calibration engine (mmd_calib.h, cl/calib.cl, docs/calibration.md): path records
+ * per pose (cached within a budget), replay with new materials through the simulator's
+ * own beam sum, the log-MAE loss, the transposed beam sum, the reverse sweep, and Adam
+ * on the per-object raw parameters.
+ */
+#include "mmd_calib.h"
+#include "mmd_trace.h"
+
+#include <complex.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define DEG (M_PI / 180.0)
+
+typedef struct cache_entry {
+    size_t pose_id;
+    cl_mem rec;
+} cache_entry;
+
+struct mmd_calib {
+    mmd_sim *s;
+    mmd_calib_options o;
+    uint32_t n_obj;
+    float *raw, *grad, *adam_m, *adam_v;
+    int64_t adam_step;
+    cl_kernel k_record, k_forward, k_dldc, k_backward;
+    cl_mem d_theta, d_dtheta, d_vobj, d_dldc, d_H, d_scratch_rec;
+    size_t cap_H, cap_dldc;
+    cache_entry *cache;
+    size_t n_cache, cap_cache, cache_used;
+    size_t rec_bytes; /* one pose's records */
+    double scale;
+    float sig2im;
+    mmd_calib_timing tm;
+};
+
+mmd_calib_options mmd_calib_defaults(void)
+{
+    mmd_calib_options o;
+    memset(&o, 0, sizeof o);
+    o.model = MMD_CALIB_PER_OBJECT;
+    o.loss_floor_db = -60.0;
+    o.fit_scale = 1;
+    o.cache_bytes = (size_t)1024 << 20;
+    o.beta1 = 0.9;
+    o.beta2 = 0.999;
+    o.adam_eps = 1e-8;
+    for (int k = 0; k < 4; k++) o.train_mask[k] = 1;
+    return o;
+}
+
+/* ---- SPEC 5 mapping ------------------------------------------------------------------ */
+
+static const double k_lo0 = -6.907755278982137, k_hi0 = 5.293304824724492; /* ln 1e-3, ln 199 */
+static const double k_lo1 = -6.907755278982137, k_hi1 = 13.815510557964274; /* ln 1e-3, ln 1e6 */
+
+static double clampd(double x, double lo, double hi) { return x < lo ? lo : x > hi ? hi : x; }
+static double sigm(double x) { return 1.0 / (1.0 + exp(-x)); }
+
+void mmd_calib_raw_to_material(const float raw[4], mmd_material *m)
+{
+    m->eps_r = 1.0 + exp(clampd(raw[0], k_lo0, k_hi0));
+    m->sigma_s_per_m = exp(clampd(raw[1], k_lo1, k_hi1));
+    m->scattering = clampd(sigm(raw[2]), 1e-3, 1.0 - 1e-3);
+    m->xpd = clampd(sigm(raw[3]), 1e-3, 1.0 - 1e-3);
+}
+
+void mmd_calib_material_to_raw(const mmd_material *m, float raw[4])
+{
+    double e = m->eps_r - 1.0, sg = m->sigma_s_per_m;
+    raw[0] = (float)clampd(log(e > 1e-3 ? e : 1e-3), k_lo0, k_hi0);
+    raw[1] = (float)clampd(log(sg > 1e-3 ? sg : 1e-3), k_lo1, k_hi1);
+    double S = clampd(m->scattering, 1e-3, 1.0 - 1e-3), K = clampd(m->xpd, 1e-3, 1.0 - 1e-3);
+    raw[2] = (float)log(S / (1.0 - S));
+    raw[3] = (float)log(K / (1.0 - K));
+}
+
+/* d(physical)/d(raw) of the mapping, 0 where clipped */
+static void raw_jacobian(const float raw[4], double j[4])
+{
+    j[0] = raw[0] > k_lo0 && raw[0] < k_hi0 ? exp(raw[0]) : 0.0;
+    j[1] = raw[1] > k_lo1 && raw[1] < k_hi1 ? exp(raw[1]) : 0.0;
+    for (int k = 2; k < 4; k++) {
+        double s = sigm(raw[k]);
+        j[k] = s > 1e-3 && s < 1.0 - 1e-3 ? s * (1.0 - s) : 0.0;
+    }
+}
+
+/* ---- set-up -------------------------------------------------------------------------- */
+
+mmd_status mmd_calib_create(mmd_sim *s, const mmd_calib_options *opt, mmd_calib **out)
+{
+    *out = NULL;
+    const mmd_experiment *e = s->exp;
+    if (e->solver.mode != MMD_CFG_SOLVER_DIRECTIONAL)
+        return mmd_error(MMD_ERR_INVALID, "calibration: solver.mode must be directional (the specular baseline is "
+                                          "calibrated by the protocol tool, not by this engine)");
+    if (e->rx.array.mode == MMD_CFG_RX_MECHANICAL)
+        return mmd_error(MMD_ERR_INVALID, "calibration: rx.array.mode mechanical is not supported; use a URA");
+    if (e->solver.max_depth < 1 || e->solver.max_depth > MMD_CALIB_MAX_DEPTH)
+        return mmd_error(MMD_ERR_INVALID, "calibration: solver.max_depth %d, expected 1..%d", e->solver.max_depth,
+                         MMD_CALIB_MAX_DEPTH);
+    if (opt->model != MMD_CALIB_PER_OBJECT)
+        return mmd_error(MMD_ERR_INVALID, "calibration: the neural material field is not available in this build");
+    mmd_calib *c = mmd_calloc(1, sizeof *c, "calibration");
+    if (!c) return MMD_ERR_NOMEM;
+    c->s = s;
+    c->o = *opt;
+    c->n_obj = s->n_mat;
+    c->scale = 1.0;
+    c->sig2im = (float)(1.0 / (MMD_EPS0 * 2.0 * M_PI * s->freq_hz));
+    size_t np = 4 * (size_t)c->n_obj;
+    c->raw = mmd_calloc(np, sizeof(float), "parameters");
+    c->grad = mmd_calloc(np, sizeof(float), "gradient");
+    c->adam_m = mmd_calloc(np, sizeof(float), "Adam state");
+    c->adam_v = mmd_calloc(np, sizeof(float), "Adam state");
+    mmd_status st = c->raw && c->grad && c->adam_m && c->adam_v ? MMD_OK : MMD_ERR_NOMEM;
+    for (uint32_t i = 0; st == MMD_OK && i < c->n_obj; i++) mmd_calib_material_to_raw(&s->materials[i], c->raw + 4 * i);
+    char opts[320];
+    mmd_trace_cl_options(s->cl, opts, sizeof opts);
+    snprintf(opts + strlen(opts), sizeof opts - strlen(opts), "-DMMD_SIM_FLAGS_CT=%uu -DMMD_CAL_MAX_DEPTH=%d ",
+             s->params.flags, MMD_CALIB_MAX_DEPTH);
+    cl_program prog = NULL;
+    if (st == MMD_OK) st = mmd_cl_program(s->cl, "calib.cl", opts, &prog);
+    if (st == MMD_OK) st = mmd_cl_kernel(s->cl, prog, "mmd_calib_record", &c->k_record);
+    if (st == MMD_OK) st = mmd_cl_kernel(s->cl, prog, "mmd_calib_forward", &c->k_forward);
+    if (st == MMD_OK) st = mmd_cl_kernel(s->cl, prog, "mmd_calib_dldc", &c->k_dldc);
+    if (st == MMD_OK) st = mmd_cl_kernel(s->cl, prog, "mmd_calib_backward", &c->k_backward);
+    size_t nr = s->params.n_rays, K = s->params.max_depth;
+    c->rec_bytes = nr * K * sizeof(mmd_cal_vertex);
+    if (st == MMD_OK)
+        st = mmd_cl_buffer(s->cl, CL_MEM_READ_ONLY, np / 4 * sizeof(cl_float4) + 16, NULL, "material table",
+                           &c->d_theta);
+    if (st == MMD_OK)
+        st = mmd_cl_buffer(s->cl, CL_MEM_READ_WRITE, nr * K * sizeof(cl_float4), NULL, "vertex gradients",
+                           &c->d_dtheta);
+    if (st == MMD_OK)
+        st = mmd_cl_buffer(s->cl, CL_MEM_READ_WRITE, nr * K * sizeof(cl_uint), NULL, "vertex objects", &c->d_vobj);
+    if (st == MMD_OK)
+        st = mmd_cl_buffer(s->cl, CL_MEM_READ_WRITE, c->rec_bytes, NULL, "path records", &c->d_scratch_rec);
+    if (st != MMD_OK) {
+        mmd_calib_destroy(c);
+        return st;
+    }
+    *out = c;
+    return MMD_OK;
+}
+
+void mmd_calib_destroy(mmd_calib *c)
+{
+    if (!c) return;
+    cl_kernel ks[] = {c->k_record, c->k_forward, c->k_dldc, c->k_backward};
+    for (int i = 0; i < 4; i++)
+        if (ks[i]) clReleaseKernel(ks[i]);
+    cl_mem ms[] = {c->d_theta, c->d_dtheta, c->d_vobj, c->d_dldc, c->d_H, c->d_scratch_rec};
+    for (int i = 0; i < 6; i++)
+        if (ms[i]) clReleaseMemObject(ms[i]);
+    for (size_t i = 0; i < c->n_cache; i++) clReleaseMemObject(c->cache[i].rec);
+    free(c->cache);
+    free(c->raw);
+    free(c->grad);
+    free(c->adam_m);
+    free(c->adam_v);
+    free(c);
+}
+
+/* ---- records ------------------------------------------------------------------------- */
+
+/* The records of pose b of the current batch (in s->d_poses), from the cache or traced
+ * now (into the cache when the budget allows, else into the scratch buffer). */
+static mmd_status get_records(mmd_calib *c, size_t pose_id, cl_uint b, cl_mem *rec)
+{
+    for (size_t i = 0; i < c->n_cache; i++)
+        if (c->cache[i].pose_id == pose_id) {
+            c->tm.cache_hits++;
+            *rec = c->cache[i].rec;
+            return MMD_OK;
+        }
+    c->tm.cache_misses++;
+    mmd_sim *s = c->s;
+    cl_mem dst = c->d_scratch_rec;
+    int keep = c->cache_used + c->rec_bytes <= c->o.cache_bytes;
+    if (keep) {
+        if (c->n_cache == c->cap_cache) {
+            size_t nc = c->cap_cache ? 2 * c->cap_cache : 16;
+            cache_entry *ne = mmd_realloc(c->cache, nc, sizeof *ne, "path cache");
+            if (!ne) return MMD_ERR_NOMEM;
+            c->cache = ne;
+            c->cap_cache = nc;
+        }
+        if (mmd_cl_buffer(s->cl, CL_MEM_READ_WRITE, c->rec_bytes, NULL, "path cache", &dst) != MMD_OK) {
+            keep = 0; /* the device is full: trace into the scratch buffer */
+            mmd_clear_error();
+            dst = c->d_scratch_rec;
+        }
+    }
+    cl_kernel k = c->k_record;
+    cl_int err = clSetKernelArg(k, 0, sizeof(cl_mem), &s->d_nodes);
+    err |= clSetKernelArg(k, 1, sizeof(cl_mem), &s->d_tris);
+    err |= clSetKernelArg(k, 2, sizeof(cl_mem), &s->d_prims);
+    err |= clSetKernelArg(k, 3, sizeof(cl_mem), &s->d_mats);
+    err |= clSetKernelArg(k, 4, sizeof(cl_mem), &s->d_coef);
+    err |= clSetKernelArg(k, 5, sizeof(cl_mem), &s->d_poses);
+    err |= clSetKernelArg(k, 6, sizeof(cl_mem), &s->d_params);
+    err |= clSetKernelArg(k, 7, sizeof(cl_uint), &b);
+    err |= clSetKernelArg(k, 8, sizeof(cl_mem), &dst);
+    size_t local = 64, global = (s->params.n_rays + local - 1) / local * local;
+    double t0 = mmd_now();
+    mmd_status st = mmd_cl_check(err, "set mmd_calib_record arguments");
+    if (st == MMD_OK)
+        st = mmd_cl_check(clEnqueueNDRangeKernel(s->cl->queue, k, 1, NULL, &global, &local, 0, NULL, NULL),
+                          "launch mmd_calib_record");
+    if (st == MMD_OK) st = mmd_cl_check(clFinish(s->cl->queue), "mmd_calib_record");
+    c->tm.trace += mmd_now() - t0;
+    if (st != MMD_OK) {
+        if (keep) clReleaseMemObject(dst);
+        return st;
+    }
+    if (keep) {
+        c->cache[c->n_cache++] = (cache_entry){pose_id, dst};
+        c->cache_used += c->rec_bytes;
+        c->tm.cache_bytes_used = c->cache_used;
+    }
+    *rec = dst;
+    return MMD_OK;
+}
+
+static mmd_status upload_theta(mmd_calib *c)
+{
+    cl_float4 *t = mmd_malloc(c->n_obj ? c->n_obj : 1, sizeof *t, "material table");
+    if (!t) return MMD_ERR_NOMEM;
+    for (uint32_t i = 0; i < c->n_obj; i++) {
+        mmd_material m;
+        mmd_calib_raw_to_material(c->raw + 4 * i, &m);
+        t[i].s[0] = (float)m.eps_r;
+        t[i].s[1] = (float)m.sigma_s_per_m;
+        t[i].s[2] = (float)m.scattering;
+        t[i].s[3] = (float)m.xpd;
+    }
+    mmd_status st = mmd_cl_check(clEnqueueWriteBuffer(c->s->cl->queue, c->d_theta, CL_TRUE, 0,
+                                                      c->n_obj * sizeof *t, t, 0, NULL, NULL),
+                                 "upload materials");
+    free(t);
+    return st;
+}
+
+static mmd_status launch_replay(mmd_calib *c, cl_kernel k, cl_mem rec, cl_uint b, int backward)
+{
+    mmd_sim *s = c->s;
+    cl_uint per_vertex = 0;
+    cl_int err = clSetKernelArg(k, 0, sizeof(cl_mem), &rec);
+    err |= clSetKernelArg(k, 1, sizeof(cl_mem), &c->d_theta);
+    err |= clSetKernelArg(k, 2, sizeof(cl_uint), &per_vertex);
+    err |= clSetKernelArg(k, 3, sizeof(cl_mem), &s->d_mats);
+    err |= clSetKernelArg(k, 4, sizeof(cl_mem), &s->d_poses);
+    err |= clSetKernelArg(k, 5, sizeof(cl_mem), &s->d_params);
+    err |= clSetKernelArg(k, 6, sizeof(cl_uint), &b);
+    err |= clSetKernelArg(k, 7, sizeof(float), &c->sig2im);
+    if (backward) {
+        err |= clSetKernelArg(k, 8, sizeof(cl_mem), &c->d_dldc);
+        err |= clSetKernelArg(k, 9, sizeof(cl_mem), &c->d_dtheta);
+        err |= clSetKernelArg(k, 10, sizeof(cl_mem), &c->d_vobj);
+    } else {
+        err |= clSetKernelArg(k, 8, sizeof(cl_mem), &s->d_out);
+    }
+    mmd_status st = mmd_cl_check(err, backward ? "set mmd_calib_backward arguments" : "set mmd_calib_forward arguments");
+    size_t local = 64, global = (s->params.n_rays + local - 1) / local * local;
+    if (st == MMD_OK)
+        st = mmd_cl_check(clEnqueueNDRangeKernel(s->cl->queue, k, 1, NULL, &global, &local, 0, NULL, NULL),
+                          backward ? "launch mmd_calib_backward" : "launch mmd_calib_forward");
+    return st;
+}
+
+typedef struct fill_ctx {
+    mmd_calib *c;
+    mmd_status st;
+} fill_ctx;
+
+/* mmd_sim_fill_fn: the per-ray powers of the batch by replaying records. */
+static mmd_status replay_fill(void *ctx, mmd_sim *s, const mmd_cfg_pose *poses, const size_t *ids, size_t first,
+                              size_t nb)
+{
+    (void)poses;
+    mmd_calib *c = ((fill_ctx *)ctx)->c;
+    mmd_status st = MMD_OK;
+    for (size_t b = 0; st == MMD_OK && b < nb; b++) {
+        cl_mem rec;
+        st = get_records(c, ids ? ids[b] : first + b, (cl_uint)b, &rec);
+        double t0 = mmd_now();
+        if (st == MMD_OK) st = launch_replay(c, c->k_forward, rec, (cl_uint)b, 0);
+        if (st == MMD_OK) st = mmd_cl_check(clFinish(s->cl->queue), "mmd_calib_forward");
+        c->tm.replay += mmd_now() - t0;
+    }
+    return st;
+}
+
+/* ---- loss ---------------------------------------------------------------------------- */
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+/* Lag coefficients of the transposed beam sum for one pose (docs/calibration.md):
+ * H(p, q) = R_c(|p|) R_r(|q|) / norm sum_b g_b e^{-j kappa (p u_by + q u_bz)}, done per
+ * elevation row (u_bz depends on the row only). */
+static void lag_coefficients(const mmd_calib *c, const double *g, cl_float2 *H)
+{
+    const mmd_sim *s = c->s;
+    const mmd_experiment *e = s->exp;
+    int naz = e->aoa.azimuth_deg.count, nel = e->aoa.elevation_deg.count;
+    int cols = e->rx.array.cols, rows = e->rx.array.rows, np = 2 * cols - 1, nq = 2 * rows - 1;
+    double kappa = 2.0 * M_PI * e->rx.array.spacing_wavelengths;
+    double norm = s->ura.sum_col * s->ura.sum_col * s->ura.sum_row * s->ura.sum_row;
+    double Rc[64], Rr[64];
+    for (int p = 0; p < cols; p++) {
+        double a = 0;
+        for (int i = 0; i + p < cols; i++) a += s->ura.w_col[i] * s->ura.w_col[i + p];
+        Rc[p] = a;
+    }
+    for (int q = 0; q < rows; q++) {
+        double a = 0;
+        for (int i = 0; i + q < rows; i++) a += s->ura.w_row[i] * s->ura.w_row[i + q];
+        Rr[q] = a;
+    }
+    double complex acc[127 * 127];
+    for (int k = 0; k < np * nq; k++) acc[k] = 0;
+    double complex A[127];
+    for (int j = 0; j < nel; j++) {
+        double el = (e->aoa.elevation_deg.start + j * e->aoa.elevation_deg.step) * DEG;
+        for (int p = 0; p < np; p++) A[p] = 0;
+        for (int i = 0; i < naz; i++) {
+            double gb = g[(size_t)j * naz + i];
+            if (gb == 0) continue;
+            double az = (e->aoa.azimuth_deg.start + i * e->aoa.azimuth_deg.step) * DEG;
+            double uy = cos(el) * sin(az);
+            double complex step = cexp(-I * kappa * uy), z = cexp(I * kappa * uy * (cols - 1));
+            for (int p = 0; p < np; p++) {
+                A[p] += gb * z;
+                z *= step;
+            }
+        }
+        double uz = sin(el);
+        for (int q = 0; q < nq; q++) {
+            double complex ez = cexp(-I * kappa * (q - (rows - 1)) * uz);
+            for (int p = 0; p < np; p++) acc[p * nq + q] += A[p] * ez;
+        }
+    }
+    for (int p = 0; p < np; p++)
+        for (int q = 0; q < nq; q++) {
+            int ap = abs(p - (cols - 1)), aq = abs(q - (rows - 1));
+            double complex h = acc[p * nq + q] * Rc[ap] * Rr[aq] / norm;
+            H[p * nq + q].s[0] = (float)creal(h);
+            H[p * nq + q].s[1] = (float)cimag(h);
+        }
+}
+
+static mmd_status ensure_buf(mmd_calib *c, cl_mem *buf, size_t *cap, size_t need, const char *what)
+{
+    if (*buf && *cap >= need) return MMD_OK;
+    if (*buf) clReleaseMemObject(*buf);
+    *buf = NULL;
+    *cap = 0;
+    mmd_status st = mmd_cl_buffer(c->s->cl, CL_MEM_READ_WRITE, need, NULL, what, buf);
+    if (st == MMD_OK) *cap = need;
+    return st;
+}
+
+static mmd_status launch_dldc(mmd_calib *c, size_t n)
+{
+    mmd_sim *s = c->s;
+    const mmd_experiment *e = s->exp;
+    size_t nr = s->params.n_rays;
+    cl_uint np = (cl_uint)n;
+    cl_int ic = e->rx.array.cols, ir = e->rx.array.rows, rk = (cl_int)s->rx_ant.kind;
+    cl_float kap = (float)(2.0 * M_PI * e->rx.array.spacing_wavelengths), rq = (float)s->rx_ant.q,
+             rg = (float)s->rx_ant.g0;
+    cl_kernel k = c->k_dldc;
+    cl_int err = clSetKernelArg(k, 0, sizeof(cl_mem), &s->d_poses);
+    err |= clSetKernelArg(k, 1, sizeof(cl_mem), &s->d_params);
+    err |= clSetKernelArg(k, 2, sizeof(cl_uint), &np);
+    err |= clSetKernelArg(k, 3, sizeof(cl_mem), &c->d_H);
+    err |= clSetKernelArg(k, 4, sizeof(cl_int), &ic);
+    err |= clSetKernelArg(k, 5, sizeof(cl_int), &ir);
+    err |= clSetKernelArg(k, 6, sizeof(cl_float), &kap);
+    err |= clSetKernelArg(k, 7, sizeof(cl_int), &rk);
+    err |= clSetKernelArg(k, 8, sizeof(cl_float), &rq);
+    err |= clSetKernelArg(k, 9, sizeof(cl_float), &rg);
+    err |= clSetKernelArg(k, 10, sizeof(cl_mem), &c->d_dldc);
+    mmd_status st = mmd_cl_check(err, "set mmd_calib_dldc arguments");
+    size_t local = 64, global = (n * nr + local - 1) / local * local;
+    if (st == MMD_OK)
+        st = mmd_cl_check(clEnqueueNDRangeKernel(s->cl->queue, k, 1, NULL, &global, &local, 0, NULL, NULL),
+                          "launch mmd_calib_dldc");
+    return st;
+}
+
+/* One chunk of at most mmd_sim_batch_poses poses. */
+static mmd_status loss_chunk(mmd_calib *c, const mmd_cfg_pose *poses, const size_t *ids, const float *const *meas,
+                             size_t n, size_t n_total, double *loss_sum, int want_grad, float *pred)
+{
+    mmd_sim *s = c->s;
+    const mmd_experiment *e = s->exp;
+    size_t nbins = (size_t)e->aoa.azimuth_deg.count * e->aoa.elevation_deg.count;
+    mmd_aoa_result res;
+    fill_ctx fc = {c, MMD_OK};
+    mmd_status st = mmd_sim_aoa_ex(s, poses, ids, n, replay_fill, &fc, &res, NULL, NULL);
+    if (st != MMD_OK) return st;
+    double t0 = mmd_now();
+    /* per-pose floors and the global scale (median log ratio over bins well above the floor) */
+    double *floor = mmd_malloc(n, sizeof *floor, "loss");
+    double *ratios = mmd_malloc(n * nbins, sizeof *ratios, "loss");
+    double *g = want_grad ? mmd_malloc(n * nbins, sizeof *g, "loss gradient") : NULL;
+    if (!floor || !ratios || (want_grad && !g)) st = MMD_ERR_NOMEM;
+    size_t nr_ = 0;
+    for (size_t k = 0; st == MMD_OK && k < n; k++) {
+        double mx = 0;
+        for (size_t q = 0; q < nbins; q++) mx = fmax(mx, meas[k][q]);
+        floor[k] = mx * pow(10.0, c->o.loss_floor_db / 10.0);
+        if (!(floor[k] > 0)) floor[k] = 1e-30;
+        const float *p = res.spectra + k * nbins;
+        for (size_t q = 0; q < nbins; q++)
+            if (meas[k][q] > 10 * floor[k] && p[q] > 0) ratios[nr_++] = log10((double)meas[k][q] / p[q]);
+    }
+    double scale = 1.0;
+    if (st == MMD_OK && c->o.fit_scale && nr_) {
+        qsort(ratios, nr_, sizeof *ratios, cmp_double);
+        double med = nr_ % 2 ? ratios[nr_ / 2] : 0.5 * (ratios[nr_ / 2 - 1] + ratios[nr_ / 2]);
+        scale = pow(10.0, med);
+    }
+    c->scale = scale;
+    double inv = 1.0 / ((double)n_total * nbins);
+    for (size_t k = 0; st == MMD_OK && k < n; k++) {
+        const float *p = res.spectra + k * nbins;
+        for (size_t q = 0; q < nbins; q++) {
+            double sp = scale * p[q], lp = log10(sp + floor[k]), lm = log10((double)meas[k][q] + floor[k]);
+            double dl = lp - lm;
+            int mse = c->o.loss == MMD_CALIB_LOG_MSE;
+            *loss_sum += (mse ? dl * dl : fabs(dl)) * inv;
+            if (g) {
+                double sg = mse ? 2.0 * dl : dl > 0 ? 1.0 : dl < 0 ? -1.0 : 0.0;
+                g[k * nbins + q] = sg * inv * scale / ((sp + floor[k]) * M_LN10);
+            }
+            if (pred) pred[k * nbins + q] = (float)sp;
+        }
+    }
+    c->tm.host += mmd_now() - t0;
+    if (st == MMD_OK && want_grad) {
+        /* transposed beam sum: dL/dc per ray */
+        int cols = e->rx.array.cols, rows = e->rx.array.rows, nlag = (2 * cols - 1) * (2 * rows - 1);
+        cl_float2 *H = mmd_malloc(n * (size_t)nlag, sizeof *H, "lag coefficients");
+        if (!H) st = MMD_ERR_NOMEM;
+        t0 = mmd_now();
+        for (size_t k = 0; st == MMD_OK && k < n; k++) lag_coefficients(c, g + k * nbins, H + k * nlag);
+        c->tm.host += mmd_now() - t0;
+        size_t nr = s->params.n_rays;
+        if (st == MMD_OK) st = ensure_buf(c, &c->d_H, &c->cap_H, n * nlag * sizeof *H, "lag coefficients");
+        if (st == MMD_OK) st = ensure_buf(c, &c->d_dldc, &c->cap_dldc, n * nr * sizeof(float), "ray gradients");
+        if (st == MMD_OK)
+            st = mmd_cl_check(clEnqueueWriteBuffer(s->cl->queue, c->d_H, CL_TRUE, 0, n * nlag * sizeof *H, H, 0, NULL,
+                                                   NULL),
+                              "upload lag coefficients");
+        free(H);
+        t0 = mmd_now();
+        if (st == MMD_OK) st = launch_dldc(c, n);
+        if (st == MMD_OK) st = mmd_cl_check(clFinish(s->cl->queue), "mmd_calib_dldc");
+        c->tm.beam += mmd_now() - t0;
+        /* reverse sweep per pose, reduced per object in a fixed order (double) */
+        size_t K = s->params.max_depth, nv = nr * K;
+        cl_float4 *dt = mmd_malloc(nv, sizeof *dt, "vertex gradients");
+        cl_uint *vo = mmd_malloc(nv, sizeof *vo, "vertex objects");
+        double *acc = mmd_calloc(4 * (size_t)c->n_obj, sizeof *acc, "gradient");
+        if (st == MMD_OK && (!dt || !vo || !acc)) st = MMD_ERR_NOMEM;
+        for (size_t k = 0; st == MMD_OK && k < n; k++) {
+            cl_mem rec;
+            st = get_records(c, ids[k], (cl_uint)k, &rec);
+            t0 = mmd_now();
+            if (st == MMD_OK) st = launch_replay(c, c->k_backward, rec, (cl_uint)k, 1);
+            if (st == MMD_OK)
+                st = mmd_cl_check(clEnqueueReadBuffer(s->cl->queue, c->d_dtheta, CL_TRUE, 0, nv * sizeof *dt, dt, 0,
+                                                      NULL, NULL),
+                                  "read vertex gradients");
+            if (st == MMD_OK)
+                st = mmd_cl_check(clEnqueueReadBuffer(s->cl->queue, c->d_vobj, CL_TRUE, 0, nv * sizeof *vo, vo, 0,
+                                                      NULL, NULL),
+                                  "read vertex objects");
+            c->tm.backward += mmd_now() - t0;
+            for (size_t v = 0; st == MMD_OK && v < nv; v++) {
+                if (vo[v] >= c->n_obj) continue;
+                for (int q = 0; q < 4; q++) acc[4 * vo[v] + q] += dt[v].s[q];
+            }
+        }
+        for (uint32_t o = 0; st == MMD_OK && o < c->n_obj; o++) {
+            double jac[4];
+            raw_jacobian(c->raw + 4 * o, jac);
+            for (int q = 0; q < 4; q++)
+                if (c->o.train_mask[q]) c->grad[4 * o + q] += (float)(acc[4 * o + q] * jac[q]);
+        }
+        free(dt);
+        free(vo);
+        free(acc);
+    }
+    free(floor);
+    free(ratios);
+    free(g);
+    mmd_aoa_result_free(&res);
+    return st;
+}
+
+mmd_status mmd_calib_loss(mmd_calib *c, const mmd_cfg_pose *poses, const size_t *pose_ids,
+                          const float *const *measured, size_t n, double *loss, int want_grad, float *pred)
+{
+    *loss = 0;
+    if (!n) return mmd_error(MMD_ERR_INVALID, "calibration: no poses in the batch");
+    mmd_status st = upload_theta(c);
+    size_t bs = mmd_sim_batch_poses(c->s);
+    size_t nbins = (size_t)c->s->exp->aoa.azimuth_deg.count * c->s->exp->aoa.elevation_deg.count;
+    double sum = 0;
+    for (size_t first = 0; st == MMD_OK && first < n; first += bs) {
+        size_t nb = n - first < bs ? n - first : bs;
+        st = loss_chunk(c, poses + first, pose_ids + first, measured + first, nb, n, &sum, want_grad,
+                        pred ? pred + first * nbins : NULL);
+    }
+    *loss = sum;
+    return st;
+}
+
+/* ---- parameters and Adam ------------------------------------------------------------- */
+
+size_t mmd_calib_n_params(const mmd_calib *c) { return 4 * (size_t)c->n_obj; }
+void mmd_calib_get_params(const mmd_calib *c, float *raw) { memcpy(raw, c->raw, 4 * c->n_obj * sizeof *raw); }
+mmd_status mmd_calib_set_params(mmd_calib *c, const float *raw)
+{
+    for (size_t i = 0; i < 4 * (size_t)c->n_obj; i++)
+        if (!isfinite(raw[i])) return mmd_error(MMD_ERR_INVALID, "calibration: parameter %zu is not finite", i);
+    memcpy(c->raw, raw, 4 * c->n_obj * sizeof *raw);
+    return MMD_OK;
+}
+void mmd_calib_get_grad(const mmd_calib *c, float *grad) { memcpy(grad, c->grad, 4 * c->n_obj * sizeof *grad); }
+void mmd_calib_zero_grad(mmd_calib *c) { memset(c->grad, 0, 4 * c->n_obj * sizeof *c->grad); }
+
+mmd_status mmd_calib_adam(mmd_calib *c, double lr)
+{
+    if (!(lr > 0) || !isfinite(lr)) return mmd_error(MMD_ERR_INVALID, "calibration: learning rate %g", lr);
+    c->adam_step++;
+    double b1 = c->o.beta1, b2 = c->o.beta2;
+    double c1 = 1.0 - pow(b1, (double)c->adam_step), c2 = 1.0 - pow(b2, (double)c->adam_step);
+    for (size_t i = 0; i < 4 * (size_t)c->n_obj; i++) {
+        double g = c->grad[i];
+        if (!isfinite(g)) return mmd_error(MMD_ERR_INVALID, "calibration: gradient %zu is not finite", i);
+        double m = b1 * c->adam_m[i] + (1 - b1) * g, v = b2 * c->adam_v[i] + (1 - b2) * g * g;
+        c->adam_m[i] = (float)m;
+        c->adam_v[i] = (float)v;
+        c->raw[i] = (float)(c->raw[i] - lr * (m / c1) / (sqrt(v / c2) + c->o.adam_eps));
+    }
+    return MMD_OK;
+}
+
+void mmd_calib_get_adam(const mmd_calib *c, int64_t *step, float *m, float *v)
+{
+    *step = c->adam_step;
+    memcpy(m, c->adam_m, 4 * c->n_obj * sizeof *m);
+    memcpy(v, c->adam_v, 4 * c->n_obj * sizeof *v);
+}
+
+mmd_status mmd_calib_set_adam(mmd_calib *c, int64_t step, const float *m, const float *v)
+{
+    if (step < 0) return mmd_error(MMD_ERR_INVALID, "calibration: Adam step %lld", (long long)step);
+    c->adam_step = step;
+    memcpy(c->adam_m, m, 4 * c->n_obj * sizeof *m);
+    memcpy(c->adam_v, v, 4 * c->n_obj * sizeof *v);
+    return MMD_OK;
+}
+
+mmd_status mmd_calib_materials(mmd_calib *c, mmd_material *out)
+{
+    for (uint32_t o = 0; o < c->n_obj; o++) {
+        mmd_material m = c->s->materials[o];
+        mmd_calib_raw_to_material(c->raw + 4 * o, &m);
+        if (out) out[o] = m;
+        mmd_status st = mmd_sim_set_material(c->s, o, &m);
+        if (st != MMD_OK) return st;
+    }
+    return MMD_OK;
+}
+
+double mmd_calib_scale(const mmd_calib *c) { return c->scale; }
+mmd_calib_timing mmd_calib_get_timing(const mmd_calib *c) { return c->tm; }
+
+/* ---- test hooks ---------------------------------------------------------------------- */
+
+static mmd_status one_pose(mmd_calib *c, const mmd_cfg_pose *pose, size_t pose_id, cl_mem *rec)
+{
+    mmd_status st = upload_theta(c);
+    if (st == MMD_OK) st = mmd_sim_upload_poses(c->s, pose, &pose_id, 0, 1);
+    if (st == MMD_OK) st = get_records(c, pose_id, 0, rec);
+    return st;
+}
+
+mmd_status mmd_calib_debug_records(mmd_calib *c, const mmd_cfg_pose *pose, size_t pose_id, mmd_cal_vertex **out,
+                                   size_t *n_rays)
+{
+    cl_mem rec;
+    *out = NULL;
+    mmd_status st = one_pose(c, pose, pose_id, &rec);
+    if (st != MMD_OK) return st;
+    size_t nv = (size_t)c->s->params.n_rays * c->s->params.max_depth;
+    mmd_cal_vertex *h = mmd_malloc(nv, sizeof *h, "records");
+    if (!h) return MMD_ERR_NOMEM;
+    st = mmd_cl_check(clEnqueueReadBuffer(c->s->cl->queue, rec, CL_TRUE, 0, nv * sizeof *h, h, 0, NULL, NULL),
+                      "read records");
+    if (st != MMD_OK) {
+        free(h);
+        return st;
+    }
+    *out = h;
+    *n_rays = c->s->params.n_rays;
+    return MMD_OK;
+}
+
+mmd_status mmd_calib_debug_forward(mmd_calib *c, const mmd_cfg_pose *pose, size_t pose_id, float *c_out)
+{
+    cl_mem rec;
+    mmd_status st = one_pose(c, pose, pose_id, &rec);
+    if (st == MMD_OK) st = launch_replay(c, c->k_forward, rec, 0, 0);
+    if (st == MMD_OK)
+        st = mmd_cl_check(clEnqueueReadBuffer(c->s->cl->queue, c->s->d_out, CL_TRUE, 0,
+                                              c->s->params.n_rays * sizeof *c_out, c_out, 0, NULL, NULL),
+                          "read ray powers");
+    return st;
+}
+
+mmd_status mmd_calib_debug_backward(mmd_calib *c, const mmd_cfg_pose *pose, size_t pose_id, const float *dldc,
+                                    double *grad)
+{
+    cl_mem rec;
+    size_t nr = c->s->params.n_rays, nv = nr * c->s->params.max_depth;
+    mmd_status st = one_pose(c, pose, pose_id, &rec);
+    if (st == MMD_OK) st = ensure_buf(c, &c->d_dldc, &c->cap_dldc, nr * sizeof(float), "ray gradients");
+    if (st == MMD_OK)
+        st = mmd_cl_check(clEnqueueWriteBuffer(c->s->cl->queue, c->d_dldc, CL_TRUE, 0, nr * sizeof(float), dldc, 0,
+                                               NULL, NULL),
+                          "upload ray gradients");
+    if (st == MMD_OK) st = launch_replay(c, c->k_backward, rec, 0, 1);
+    cl_float4 *dt = mmd_malloc(nv, sizeof *dt, "vertex gradients");
+    cl_uint *vo = mmd_malloc(nv, sizeof *vo, "vertex objects");
+    if (st == MMD_OK && (!dt || !vo)) st = MMD_ERR_NOMEM;
+    if (st == MMD_OK)
+        st = mmd_cl_check(clEnqueueReadBuffer(c->s->cl->queue, c->d_dtheta, CL_TRUE, 0, nv * sizeof *dt, dt, 0, NULL,
+                                              NULL),
+                          "read vertex gradients");
+    if (st == MMD_OK)
+        st = mmd_cl_check(clEnqueueReadBuffer(c->s->cl->queue, c->d_vobj, CL_TRUE, 0, nv * sizeof *vo, vo, 0, NULL,
+                                              NULL),
+                          "read vertex objects");
+    for (size_t i = 0; i < 4 * (size_t)c->n_obj; i++) grad[i] = 0;
+    for (size_t v = 0; st == MMD_OK && v < nv; v++)
+        if (vo[v] < c->n_obj)
+            for (int q = 0; q < 4; q++) grad[4 * vo[v] + q] += dt[v].s[q];
+    free(dt);
+    free(vo);
+    return st;
+}
+
+mmd_status mmd_calib_debug_dldc(mmd_calib *c, const mmd_cfg_pose *pose, size_t pose_id, const double *g,
+                                float *dldc)
+{
+    mmd_sim *s = c->s;
+    const mmd_experiment *e = s->exp;
+    int cols = e->rx.array.cols, rows = e->rx.array.rows, nlag = (2 * cols - 1) * (2 * rows - 1);
+    size_t nr = s->params.n_rays;
+    cl_float2 *H = mmd_malloc((size_t)nlag, sizeof *H, "lag coefficients");
+    if (!H) return MMD_ERR_NOMEM;
+    lag_coefficients(c, g, H);
+    mmd_status st = mmd_sim_upload_poses(s, pose, &pose_id, 0, 1);
+    if (st == MMD_OK) st = ensure_buf(c, &c->d_H, &c->cap_H, nlag * sizeof *H, "lag coefficients");
+    if (st == MMD_OK) st = ensure_buf(c, &c->d_dldc, &c->cap_dldc, nr * sizeof(float), "ray gradients");
+    if (st == MMD_OK)
+        st = mmd_cl_check(clEnqueueWriteBuffer(s->cl->queue, c->d_H, CL_TRUE, 0, nlag * sizeof *H, H, 0, NULL, NULL),
+                          "upload lag coefficients");
+    free(H);
+    if (st == MMD_OK) st = launch_dldc(c, 1);
+    if (st == MMD_OK)
+        st = mmd_cl_check(clEnqueueReadBuffer(s->cl->queue, c->d_dldc, CL_TRUE, 0, nr * sizeof *dldc, dldc, 0, NULL,
+                                              NULL),
+                          "read ray gradients");
+    return st;
+}
