@@ -111,6 +111,21 @@ mmd_calib_timing mmd_calib_get_timing(const mmd_calib *c);
 void mmd_calib_raw_to_material(const float raw[4], mmd_material *m);
 void mmd_calib_material_to_raw(const mmd_material *m, float raw[4]);
 
+/* ---- extension hooks (geometry calibration, src/learn/calib_geom.c) -------------------
+ * After the materials' reverse sweep of each pose, hook(ctx, c, rec, b, pose_id) runs
+ * with the pose's records `rec` (n_rays * max_depth mmd_cal_vertex) and the batch's
+ * dL/dc_i in mmd_calib_dldc_buffer(c) (pose slot b: rays [b n_rays, (b+1) n_rays)), the
+ * pose in slot b of s->d_poses and the current materials in mmd_calib_theta_buffer(c)
+ * (float4 per object: eps_r, sigma, S, K_x). */
+typedef mmd_status (*mmd_calib_hook)(void *ctx, mmd_calib *c, cl_mem rec, cl_uint b, size_t pose_id);
+void mmd_calib_set_hook(mmd_calib *c, mmd_calib_hook hook, void *ctx);
+mmd_sim *mmd_calib_sim(const mmd_calib *c);
+cl_mem mmd_calib_dldc_buffer(const mmd_calib *c);
+cl_mem mmd_calib_theta_buffer(const mmd_calib *c);
+float mmd_calib_sig2im(const mmd_calib *c);
+/* Forget every cached record (the geometry changed). */
+void mmd_calib_clear_cache(mmd_calib *c);
+
 /* ---- for tests: one pose at a time --------------------------------------------------
  * pose_id seeds the rays as in mmd_calib_loss. */
 

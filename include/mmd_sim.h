@@ -75,6 +75,11 @@ void mmd_sim_destroy(mmd_sim *s);
  * Used by the directional mode when solver.normal_radius_m > 0. */
 mmd_status mmd_smooth_normals(const mmd_scene *scene, double radius, float *out, float *lift);
 
+/* After the caller changed s->scene's vertices (geometry calibration) and rebuilt the
+ * tree: recompute the per-triangle data and upload tree and triangles again. The tree
+ * must outlive the simulator (s->bvh points at it). */
+mmd_status mmd_sim_update_geometry(mmd_sim *s, const mmd_bvh *bvh);
+
 /* Set every object's material (host and device copy). */
 mmd_status mmd_sim_set_material(mmd_sim *s, uint32_t object, const mmd_material *m);
 

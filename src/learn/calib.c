@@ -34,6 +34,8 @@ struct mmd_calib {
     double scale;
     float sig2im;
     mmd_calib_timing tm;
+    mmd_calib_hook hook;
+    void *hook_ctx;
 };
 
 mmd_calib_options mmd_calib_defaults(void)
@@ -488,6 +490,7 @@ static mmd_status loss_chunk(mmd_calib *c, const mmd_cfg_pose *poses, const size
                                                       NULL, NULL),
                                   "read vertex objects");
             c->tm.backward += mmd_now() - t0;
+            if (st == MMD_OK && c->hook) st = c->hook(c->hook_ctx, c, rec, (cl_uint)k, ids[k]);
             for (size_t v = 0; st == MMD_OK && v < nv; v++) {
                 if (vo[v] >= c->n_obj) continue;
                 for (int q = 0; q < 4; q++) acc[4 * vo[v] + q] += dt[v].s[q];
@@ -688,4 +691,22 @@ mmd_status mmd_calib_debug_dldc(mmd_calib *c, const mmd_cfg_pose *pose, size_t p
                                               NULL),
                           "read ray gradients");
     return st;
+}
+
+void mmd_calib_set_hook(mmd_calib *c, mmd_calib_hook hook, void *ctx)
+{
+    c->hook = hook;
+    c->hook_ctx = ctx;
+}
+mmd_sim *mmd_calib_sim(const mmd_calib *c) { return c->s; }
+cl_mem mmd_calib_dldc_buffer(const mmd_calib *c) { return c->d_dldc; }
+cl_mem mmd_calib_theta_buffer(const mmd_calib *c) { return c->d_theta; }
+float mmd_calib_sig2im(const mmd_calib *c) { return c->sig2im; }
+
+void mmd_calib_clear_cache(mmd_calib *c)
+{
+    for (size_t i = 0; i < c->n_cache; i++) clReleaseMemObject(c->cache[i].rec);
+    c->n_cache = 0;
+    c->cache_used = 0;
+    c->tm.cache_bytes_used = 0;
 }

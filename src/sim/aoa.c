@@ -161,6 +161,67 @@ static mmd_status antenna_from_cfg(int element, mmd_antenna *a)
     return mmd_antenna_by_name(names[element], a);
 }
 
+/* Per-triangle data of the scene (normals in double precision: thin slivers of LiDAR
+ * meshes; smoothed at the wave's scale in directional mode) and the tree, to the device. */
+mmd_status mmd_sim_update_geometry(mmd_sim *s, const mmd_bvh *bvh)
+{
+    const mmd_scene *sc = s->scene;
+    const mmd_experiment *e = s->exp;
+    mmd_status st = MMD_OK;
+    mmd_prim_info *prims = mmd_malloc(sc->n_triangles, sizeof *prims, "triangle normals");
+    if (!prims) return MMD_ERR_NOMEM;
+    for (uint32_t t = 0; t < sc->n_triangles; t++) {
+        const float *a = sc->vertices + 3 * sc->indices[3 * t], *b = sc->vertices + 3 * sc->indices[3 * t + 1],
+                    *c = sc->vertices + 3 * sc->indices[3 * t + 2];
+        double e1[3] = {b[0] - a[0], b[1] - a[1], b[2] - a[2]}, e2[3] = {c[0] - a[0], c[1] - a[1], c[2] - a[2]};
+        double n[3] = {e1[1] * e2[2] - e1[2] * e2[1], e1[2] * e2[0] - e1[0] * e2[2], e1[0] * e2[1] - e1[1] * e2[0]};
+        double l = sqrt(n[0] * n[0] + n[1] * n[1] + n[2] * n[2]);
+        if (!(l > 0)) n[0] = n[1] = 0, n[2] = 1, l = 1;
+        memset(&prims[t], 0, sizeof prims[t]);
+        for (int k = 0; k < 3; k++) prims[t].n[k] = (float)(n[k] / l);
+        prims[t].material = sc->tri_object[t];
+    }
+    if (e->solver.mode == MMD_CFG_SOLVER_DIRECTIONAL && e->solver.normal_radius_m > 0) {
+        /* the lobe is centred on the surface's normal at the scale of the wave, not on a
+         * scan's noisy facets; the specular baseline keeps exact faces, as Sionna does */
+        float *ns = mmd_malloc(sc->n_triangles, 4 * sizeof *ns, "smoothed normals");
+        st = ns ? mmd_smooth_normals(sc, e->solver.normal_radius_m, ns, ns + 3 * (size_t)sc->n_triangles)
+                : MMD_ERR_NOMEM;
+        double max_lift = 0;
+        for (uint32_t t = 0; st == MMD_OK && t < sc->n_triangles; t++) {
+            for (int k = 0; k < 3; k++) prims[t].n[k] = ns[3 * t + k];
+            prims[t].lift = ns[3 * (size_t)sc->n_triangles + t];
+            if (prims[t].lift > max_lift) max_lift = prims[t].lift;
+        }
+        if (st == MMD_OK && max_lift > 0)
+            mmd_debug("normals averaged over %g m; secondary rays start up to %.1f mm above rough surfaces",
+                      e->solver.normal_radius_m, 1e3 * max_lift);
+        free(ns);
+    }
+    cl_mem bufs[3] = {s->d_nodes, s->d_tris, s->d_prims};
+    for (int i = 0; i < 3; i++)
+        if (bufs[i]) clReleaseMemObject(bufs[i]);
+    s->d_nodes = s->d_tris = s->d_prims = NULL;
+    s->bvh = bvh;
+    if (st == MMD_OK)
+        st = mmd_cl_buffer(s->cl, CL_MEM_READ_ONLY, bvh->n_nodes * sizeof(mmd_bvh8_node), bvh->nodes, "BVH nodes",
+                           &s->d_nodes);
+    if (st == MMD_OK)
+        st = mmd_cl_buffer(s->cl, CL_MEM_READ_ONLY, bvh->n_tris * sizeof(mmd_tri), bvh->tris, "BVH triangles",
+                           &s->d_tris);
+    if (st == MMD_OK)
+        st = mmd_cl_buffer(s->cl, CL_MEM_READ_ONLY, sc->n_triangles * sizeof(mmd_prim_info), prims, "triangle data",
+                           &s->d_prims);
+    free(prims);
+    /* specular candidates were shot in the old geometry */
+    if (s->cand) {
+        mmd_path_candidates_free(s->cand);
+        free(s->cand);
+        s->cand = NULL;
+    }
+    return st;
+}
+
 mmd_status mmd_sim_create(mmd_cl *cl, const mmd_scene *sc, const mmd_bvh *bvh, const mmd_experiment *e,
                           mmd_sim **out)
 {
@@ -219,54 +280,11 @@ mmd_status mmd_sim_create(mmd_cl *cl, const mmd_scene *sc, const mmd_bvh *bvh, c
     P->seed_hi = (uint32_t)((uint64_t)e->solver.seed >> 32);
     P->eps_scale = MMD_SIM_EPS_SCALE;
 
-    /* per-triangle unit normals (double precision: thin slivers of LiDAR meshes) */
-    mmd_prim_info *prims = mmd_malloc(sc->n_triangles, sizeof *prims, "triangle normals");
-    if (!prims) {
+    st = mmd_sim_update_geometry(s, bvh);
+    if (st != MMD_OK) {
         mmd_sim_destroy(s);
-        return MMD_ERR_NOMEM;
+        return st;
     }
-    for (uint32_t t = 0; t < sc->n_triangles; t++) {
-        const float *a = sc->vertices + 3 * sc->indices[3 * t], *b = sc->vertices + 3 * sc->indices[3 * t + 1],
-                    *c = sc->vertices + 3 * sc->indices[3 * t + 2];
-        double e1[3] = {b[0] - a[0], b[1] - a[1], b[2] - a[2]}, e2[3] = {c[0] - a[0], c[1] - a[1], c[2] - a[2]};
-        double n[3] = {e1[1] * e2[2] - e1[2] * e2[1], e1[2] * e2[0] - e1[0] * e2[2], e1[0] * e2[1] - e1[1] * e2[0]};
-        double l = sqrt(n[0] * n[0] + n[1] * n[1] + n[2] * n[2]);
-        if (!(l > 0)) n[0] = n[1] = 0, n[2] = 1, l = 1;
-        memset(&prims[t], 0, sizeof prims[t]);
-        for (int k = 0; k < 3; k++) prims[t].n[k] = (float)(n[k] / l);
-        prims[t].material = sc->tri_object[t];
-    }
-    if (e->solver.mode == MMD_CFG_SOLVER_DIRECTIONAL && e->solver.normal_radius_m > 0) {
-        /* the lobe is centred on the surface's normal at the scale of the wave, not on a
-         * scan's noisy facets; the specular baseline keeps exact faces, as Sionna does */
-        float *ns = mmd_malloc(sc->n_triangles, 4 * sizeof *ns, "smoothed normals");
-        st = ns ? mmd_smooth_normals(sc, e->solver.normal_radius_m, ns, ns + 3 * (size_t)sc->n_triangles)
-                : MMD_ERR_NOMEM;
-        double max_lift = 0;
-        for (uint32_t t = 0; st == MMD_OK && t < sc->n_triangles; t++) {
-            for (int k = 0; k < 3; k++) prims[t].n[k] = ns[3 * t + k];
-            prims[t].lift = ns[3 * (size_t)sc->n_triangles + t];
-            if (prims[t].lift > max_lift) max_lift = prims[t].lift;
-        }
-        if (st == MMD_OK && max_lift > 0)
-            mmd_info("normals averaged over %g m; secondary rays start up to %.1f mm above rough surfaces",
-                     e->solver.normal_radius_m, 1e3 * max_lift);
-        free(ns);
-        if (st != MMD_OK) {
-            free(prims);
-            mmd_sim_destroy(s);
-            return st;
-        }
-    }
-    st = mmd_cl_buffer(cl, CL_MEM_READ_ONLY, bvh->n_nodes * sizeof(mmd_bvh8_node), bvh->nodes, "BVH nodes",
-                       &s->d_nodes);
-    if (st == MMD_OK)
-        st = mmd_cl_buffer(cl, CL_MEM_READ_ONLY, bvh->n_tris * sizeof(mmd_tri), bvh->tris, "BVH triangles",
-                           &s->d_tris);
-    if (st == MMD_OK)
-        st = mmd_cl_buffer(cl, CL_MEM_READ_ONLY, sc->n_triangles * sizeof(mmd_prim_info), prims, "triangle data",
-                           &s->d_prims);
-    free(prims);
     if (st == MMD_OK) st = upload_materials(s);
     if (st == MMD_OK) st = mmd_cl_buffer(cl, CL_MEM_READ_ONLY, sizeof *P, P, "run parameters", &s->d_params);
     cl_program prog = NULL;
