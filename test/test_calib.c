@@ -5,6 +5,7 @@
  * records reproduces the simulator's spectra; end to end, the loss gradient agrees with
  * central differences of the loss; the path cache gives the same bits as re-tracing; a
  * few Adam steps lower the loss; the raw <-> physical mapping. */
+#include <complex.h>
 #include <math.h>
 #include <stdlib.h>
 
@@ -116,11 +117,11 @@ static void test_kernels(const char *mode)
     CHECK(mmd_calib_debug_forward(c, pose, 0, cdev) == MMD_OK, "forward");
     /* reference set-up: the same (float-rounded) physical parameters */
     double *theta = malloc(sizeof(double) * 4 * no), *thick = malloc(sizeof(double) * no);
-    float *raw = malloc(sizeof(float) * 4 * no);
+    float *raw = malloc(sizeof(float) * mmd_calib_n_params(c));
     mmd_calib_get_params(c, raw);
     for (size_t ob = 0; ob < no; ob++) {
         mmd_material m;
-        mmd_calib_raw_to_material(raw + 4 * ob, &m);
+        mmd_calib_raw_to_material(raw + 4 * mmd_calib_group_of(c, (uint32_t)ob), &m);
         theta[4 * ob] = (float)m.eps_r, theta[4 * ob + 1] = (float)m.sigma_s_per_m;
         theta[4 * ob + 2] = (float)m.scattering, theta[4 * ob + 3] = (float)m.xpd;
         thick[ob] = (float)r.sim->materials[ob].thickness_m;
@@ -308,11 +309,11 @@ static void test_gradients(const char *mode, mmd_calib_loss_kind kind)
         checked++;
         if (rel > tol) bad++;
         worst = fmax(worst, rel);
-        printf("  %s %s: object %-12s %-5s analytic %+.6e  central diff %+.6e  rel %.1e\n", mode, kind_name,
-               r.scene->objects[i / 4].name, names[i % 4], grad[i], fd, rel);
+        printf("  %s %s: material %-12s %-5s analytic %+.6e  central diff %+.6e  rel %.1e\n", mode, kind_name,
+               mmd_calib_group_name(c, (uint32_t)(i / 4)), names[i % 4], grad[i], fd, rel);
     }
     mmd_calib_set_params(c, raw);
-    CHECK(checked >= 8, "%s: enough gradients checked (%d)", mode, checked);
+    CHECK(checked >= 6, "%s: enough gradients checked (%d)", mode, checked);
     CHECK(bad == 0, "%s %s: analytic = central differences within %g (worst relative error %.2e)", mode, kind_name,
           tol, worst);
 
@@ -361,6 +362,115 @@ static void test_gradients(const char *mode, mmd_calib_loss_kind kind)
     free(meas);
 }
 
+
+/* Recovery (issue 5): spectra of the ground-truth materials at 5 poses; calibration from
+ * wrong materials (120 Adam steps, lr 0.05). The loss must fall by 10x and each observable
+ * material's |R_TE|, |R_TM| over 0-80 deg must come within 0.5 dB. */
+static void test_recovery(void)
+{
+    const char *poses_yaml =
+        "    - {position_m: [1.5, 0.6, 1.2], yaw_deg: 90}\n"
+        "    - {position_m: [0.5, 1.5, 1.2], yaw_deg: 60}\n"
+        "    - {position_m: [2.5, 2.0, 1.4], yaw_deg: 120, pitch_deg: 10}\n"
+        "    - {position_m: [1.0, 3.0, 1.0], yaw_deg: 0, pitch_deg: 20}\n"
+        "    - {position_m: [1.5, 2.2, 2.4], yaw_deg: 270, pitch_deg: -40}\n";
+    char yaml[6000];
+    const char *fmt =
+        "scene:\n  file: %s/scenes/indoor/nist_conference_room/scene.yaml\n  frequency_hz: 60.0e9\n  materials:\n%s"
+        "tx: {position_m: [1.5, 4.2, 2.2], pattern: iso}\n"
+        "rx:\n  array: {rows: 4, cols: 4, spacing_wavelengths: 0.5, window: hann, element: patch}\n  poses:\n%s"
+        "aoa: {azimuth_deg: [-90, 90, 3], elevation_deg: [-45, 45, 3]}\n"
+        "solver: {rays: %d, max_depth: 3, seed: %d}\n";
+    /* the same sampling as the calibration (seed, rays): the recovery is then limited by
+     * the optimiser and the gradients, not by Monte Carlo noise (the realistic case with
+     * independent sampling is the protocol's, docs/calibration.md) */
+    snprintf(yaml, sizeof yaml, fmt, mmd_test_shared(), k_truth, poses_yaml, 10000, 5);
+    run r;
+    if (!run_open(&r, yaml, NULL, 0)) {
+        CHECK(0, "truth");
+        return;
+    }
+    mmd_aoa_result gt;
+    if (mmd_sim_aoa(r.sim, r.e.rx.poses, r.e.rx.n_poses, &gt, NULL, NULL) != MMD_OK) {
+        CHECK(0, "truth spectra");
+        run_close(&r);
+        return;
+    }
+    size_t n = gt.n_poses, nbins = (size_t)gt.n_az * gt.n_el;
+    mmd_material truth[16];
+    uint32_t no = r.scene->n_objects;
+    for (uint32_t o = 0; o < no && o < 16; o++) truth[o] = r.sim->materials[o];
+    run_close(&r);
+    snprintf(yaml, sizeof yaml, fmt, mmd_test_shared(), k_guess, poses_yaml, 10000, 5);
+    if (!run_open(&r, yaml, NULL, 0)) {
+        CHECK(0, "guess");
+        mmd_aoa_result_free(&gt);
+        return;
+    }
+    mmd_calib_options o = mmd_calib_defaults();
+    o.fit_scale = 0;
+    mmd_calib *c = NULL;
+    if (mmd_calib_create(r.sim, &o, &c) != MMD_OK) {
+        CHECK(0, "calib: %s", mmd_last_error());
+        run_close(&r);
+        mmd_aoa_result_free(&gt);
+        return;
+    }
+    size_t ids[16];
+    const float *mp[16];
+    for (size_t k = 0; k < n; k++) ids[k] = k, mp[k] = gt.spectra + k * nbins;
+    double l0 = 0, l = 0;
+    const int steps = getenv("MMD_RECOVERY_STEPS") ? atoi(getenv("MMD_RECOVERY_STEPS")) : 120;
+    const double lr = getenv("MMD_RECOVERY_LR") ? atof(getenv("MMD_RECOVERY_LR")) : 0.05;
+    double t0 = mmd_now();
+    for (int it = 0; it < steps; it++) {
+        mmd_calib_zero_grad(c);
+        mmd_calib_loss(c, r.e.rx.poses, ids, mp, n, &l, 1, NULL);
+        if (it == 0) l0 = l;
+        mmd_calib_adam(c, lr);
+    }
+    mmd_calib_loss(c, r.e.rx.poses, ids, mp, n, &l, 0, NULL);
+    double dt = mmd_now() - t0;
+    printf("recovery: loss %.4f -> %.4f in %d Adam steps (%zu poses x %d rays, %.0f ms per step)\n", l0, l, steps, n,
+           r.e.solver.rays, 1e3 * dt / (steps + 1));
+    mmd_calib_timing tm = mmd_calib_get_timing(c);
+    printf("recovery: time trace %.2f s, replay %.2f s, beam %.2f s, backward %.2f s, host %.2f s, sim trace %.2f s, "
+           "sim reduce %.2f s\n",
+           tm.trace, tm.replay, tm.beam, tm.backward, tm.host, r.sim->t_trace, r.sim->t_reduce);
+    CHECK(l < l0 / 10, "recovery: the loss falls by >= 10x (%.4f -> %.4f)", l0, l);
+    mmd_material learned[16];
+    mmd_calib_materials(c, learned);
+    for (uint32_t g = 0; g < mmd_calib_n_groups(c); g++) {
+        uint32_t ob = 0;
+        while (ob < no && mmd_calib_group_of(c, ob) != g) ob++;
+        /* |R| in dB with a -26 dB floor: inside the TM Brewster dip the dB value is set by
+         * the weak loss tangent alone and is not a meaningful target */
+        double worst = 0;
+        for (int deg = 0; deg <= 80; deg += 2) {
+            double complex Ra[2], Ta[2], Rb[2], Tb[2];
+            double ct = cos(deg * M_PI / 180);
+            mmd_material_fresnel(&truth[ob], 60e9, ct, Ra, Ta);
+            mmd_material_fresnel(&learned[ob], 60e9, ct, Rb, Tb);
+            for (int pol = 0; pol < 2; pol++)
+                worst = fmax(worst, fabs(20 * log10(fmax(cabs(Rb[pol]), 0.05) / fmax(cabs(Ra[pol]), 0.05))));
+        }
+        /* the 6 mm glass window hangs 0.3 m behind the TX: from every pose its reflection
+         * arrives within ~2 deg of the LoS and is not separable by a 4 x 4 array */
+        int observable = strcmp(mmd_calib_group_name(c, g), "glass") != 0;
+        printf("recovery: %-12s eps_r %.2f (truth %.2f), sigma %.3f (%.3f), S %.3f (%.3f): |R_TE|, |R_TM| 0-80 deg "
+               "within %.2f dB%s\n",
+               mmd_calib_group_name(c, g), learned[ob].eps_r, truth[ob].eps_r, learned[ob].sigma_s_per_m,
+               truth[ob].sigma_s_per_m, learned[ob].scattering, truth[ob].scattering, worst,
+               observable ? "" : " (not separable from the LoS here: not required)");
+        if (observable)
+            CHECK(worst < 0.5, "recovery: %s reflection curves within 0.5 dB (%.2f)", mmd_calib_group_name(c, g),
+                  worst);
+    }
+    mmd_calib_destroy(c);
+    run_close(&r);
+    mmd_aoa_result_free(&gt);
+}
+
 int main(void)
 {
     mmd_log_set_level(0);
@@ -374,6 +484,7 @@ int main(void)
     test_gradients("solver.polarization=scalar", MMD_CALIB_LOG_MSE);
     test_gradients("solver.polarization=jones", MMD_CALIB_LOG_MSE);
     test_gradients("solver.polarization=jones", MMD_CALIB_LOG_MAE);
+    test_recovery();
     mmd_cl_destroy(g_cl);
     return TEST_DONE();
 }

@@ -17,6 +17,8 @@ int mmd_cmd_info(const mmd_cli_opts *o, int argc, char **argv);
 int mmd_cmd_simulate(const mmd_cli_opts *o, int argc, char **argv);
 int mmd_cmd_perturb(const mmd_cli_opts *o, int argc, char **argv);
 int mmd_cmd_coverage(const mmd_cli_opts *o, int argc, char **argv);
+int mmd_cmd_calibrate(const mmd_cli_opts *o, int argc, char **argv);
+int mmd_cmd_predict(const mmd_cli_opts *o, int argc, char **argv);
 
 /* Print "mmdiff: <last error>" to stderr and return the exit code for a failure. */
 int mmd_cli_fail(void);

@@ -22,6 +22,8 @@ static const command commands[] = {
     {"simulate", mmd_cmd_simulate, "AoA spectra for the receiver poses of an experiment file"},
     {"perturb", mmd_cmd_perturb, "make a clean scene look like a LiDAR scan (subdivide, decimate, holes, noise)"},
     {"coverage", mmd_cmd_coverage, "coverage map (path gain / RSS heatmap) of an experiment's TX"},
+    {"calibrate", mmd_cmd_calibrate, "learn the scene's radio materials from measured AoA spectra (train block)"},
+    {"predict", mmd_cmd_predict, "spectra and coverage with the materials learned by calibrate (--model DIR)"},
 };
 
 static void usage(FILE *f)

@@ -6,10 +6,38 @@
 #include <string.h>
 #include <unistd.h>
 
-static int usage(const char *cmd)
+static int usage(const char *cmd, const mmd_cli_extra_opt *extra, size_t n_extra)
 {
-    fprintf(stderr, "usage: mmdiff %s EXP.yaml [-o DIR] [--set key=value ...]\n", cmd);
+    fprintf(stderr, "usage: mmdiff %s EXP.yaml [-o DIR]", cmd);
+    for (size_t k = 0; k < n_extra; k++)
+        fprintf(stderr, " %s%s%s%s", extra[k].required ? "" : "[", extra[k].name, extra[k].value ? " VALUE" : "",
+                extra[k].required ? "" : "]");
+    fprintf(stderr, " [--set key=value ...]\n");
     return 2;
+}
+
+/* A command's own option at argv[*i] ("--name VALUE", "--name=VALUE" or a flag): stores
+ * it and advances *i past its value. */
+static int match_extra(const mmd_cli_extra_opt *extra, size_t n_extra, int argc, char **argv, int *i)
+{
+    for (size_t k = 0; k < n_extra; k++) {
+        const mmd_cli_extra_opt *x = &extra[k];
+        size_t len = strlen(x->name);
+        if (!x->value && !strcmp(argv[*i], x->name)) {
+            if (x->flag) *x->flag = 1;
+            return 1;
+        }
+        if (x->value && !strcmp(argv[*i], x->name)) {
+            if (*i + 1 >= argc) return -1;
+            *x->value = argv[++*i];
+            return 1;
+        }
+        if (x->value && !strncmp(argv[*i], x->name, len) && argv[*i][len] == '=') {
+            *x->value = argv[*i] + len + 1;
+            return 1;
+        }
+    }
+    return 0;
 }
 
 static char *join_cmdline(const mmd_cli_opts *o, const char *cmd, int argc, char **argv)
@@ -47,6 +75,12 @@ static char *join_cmdline(const mmd_cli_opts *o, const char *cmd, int argc, char
 
 int mmd_cli_run_open(mmd_cli_run *r, const mmd_cli_opts *o, const char *cmd, int argc, char **argv, int need_poses)
 {
+    return mmd_cli_run_open_ex(r, o, cmd, argc, argv, need_poses, NULL, 0);
+}
+
+int mmd_cli_run_open_ex(mmd_cli_run *r, const mmd_cli_opts *o, const char *cmd, int argc, char **argv,
+                        int need_poses, const mmd_cli_extra_opt *extra, size_t n_extra)
+{
     memset(r, 0, sizeof *r);
     r->cmd = cmd;
     r->t0 = mmd_now();
@@ -57,6 +91,7 @@ int mmd_cli_run_open(mmd_cli_run *r, const mmd_cli_opts *o, const char *cmd, int
         mmd_error(MMD_ERR_NOMEM, "out of memory");
         return mmd_cli_fail();
     }
+    int x;
     for (int i = 1; i < argc; i++) {
         if ((!strcmp(argv[i], "-o") || !strcmp(argv[i], "--out")) && i + 1 < argc) {
             out_dir = argv[++i];
@@ -64,22 +99,33 @@ int mmd_cli_run_open(mmd_cli_run *r, const mmd_cli_opts *o, const char *cmd, int
             sets[n_sets++] = argv[++i];
         } else if (!strncmp(argv[i], "--set=", 6)) {
             sets[n_sets++] = argv[i] + 6;
+        } else if (argv[i][0] == '-' && (x = match_extra(extra, n_extra, argc, argv, &i)) != 0) {
+            if (x > 0) continue;
+            fprintf(stderr, "mmdiff %s: error: %s needs a value\n", cmd, argv[i]);
+            free(sets);
+            return usage(cmd, extra, n_extra);
         } else if (argv[i][0] == '-') {
             fprintf(stderr, "mmdiff %s: error: unknown option '%s'\n", cmd, argv[i]);
             free(sets);
-            return usage(cmd);
+            return usage(cmd, extra, n_extra);
         } else if (!r->exp_path) {
             r->exp_path = argv[i];
         } else {
             fprintf(stderr, "mmdiff %s: error: more than one experiment file given ('%s', '%s')\n", cmd,
                     r->exp_path, argv[i]);
             free(sets);
-            return usage(cmd);
+            return usage(cmd, extra, n_extra);
         }
     }
+    for (size_t k = 0; r->exp_path && k < n_extra; k++)
+        if (extra[k].required && !(extra[k].value ? *extra[k].value : NULL)) {
+            fprintf(stderr, "mmdiff %s: error: %s is required\n", cmd, extra[k].name);
+            free(sets);
+            return usage(cmd, extra, n_extra);
+        }
     if (!r->exp_path) {
         free(sets);
-        return usage(cmd);
+        return usage(cmd, extra, n_extra);
     }
     r->cmdline = join_cmdline(o, cmd, argc, argv);
     mmd_status st = r->cmdline ? MMD_OK : mmd_error(MMD_ERR_NOMEM, "out of memory");

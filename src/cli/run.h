@@ -44,6 +44,19 @@ int mmd_cli_run_open(mmd_cli_run *r, const mmd_cli_opts *o, const char *cmd, int
                      int need_poses);
 void mmd_cli_run_close(mmd_cli_run *r);
 
+/* A sub-command's own option besides -o and --set: a flag ("--resume": value NULL, *flag
+ * set to 1) or an option with a value ("--model DIR" or "--model=DIR": *value set). */
+typedef struct mmd_cli_extra_opt {
+    const char *name;
+    const char **value;
+    int *flag;
+    int required;
+} mmd_cli_extra_opt;
+
+/* mmd_cli_run_open that also accepts the command's own options (listed in its usage line). */
+int mmd_cli_run_open_ex(mmd_cli_run *r, const mmd_cli_opts *o, const char *cmd, int argc, char **argv,
+                        int need_poses, const mmd_cli_extra_opt *extra, size_t n_extra);
+
 /* Create the run directory and write experiment.resolved.yaml and command.txt. */
 mmd_status mmd_cli_run_write_records(mmd_cli_run *r);
 

@@ -1,0 +1,170 @@
+/*
+ * `mmdiff predict EXP.yaml --model DIR [-o OUT] [--set key=value ...]`: the forward model
+ * with the materials learned by `mmdiff calibrate` (SPEC 5). DIR is a calibration run
+ * directory or its model/ folder. Writes into the run directory exactly what `simulate`
+ * writes for the experiment's receiver poses (spectra.npy, result.json with "tool":
+ * "mmdiff predict" and a "model" key, png/, measurements/ per output.*), and, when the
+ * experiment has a `coverage` block, the coverage map of `mmdiff coverage` in coverage/.
+ */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "mmd_train.h"
+#include "outputs.h"
+#include "run.h"
+
+static void progress(size_t done, size_t total, void *user)
+{
+    (void)user;
+    mmd_cli_progress("predict", "poses", done, total);
+}
+
+static int is_file(const char *p)
+{
+    struct stat sb;
+    return stat(p, &sb) == 0 && S_ISREG(sb.st_mode);
+}
+
+/* DIR/materials.yaml or DIR/model/materials.yaml; the neural model's model.yaml is
+ * recognised so that its absence of support is said plainly. */
+static mmd_status find_model(const char *dir, char *path, size_t cap)
+{
+    const char *cand[2] = {"materials.yaml", "model/materials.yaml"};
+    for (int k = 0; k < 2; k++) {
+        snprintf(path, cap, "%s/%s", dir, cand[k]);
+        if (is_file(path)) return MMD_OK;
+    }
+    const char *neural[2] = {"model.yaml", "model/model.yaml"};
+    for (int k = 0; k < 2; k++) {
+        snprintf(path, cap, "%s/%s", dir, neural[k]);
+        if (is_file(path))
+            return mmd_error(MMD_ERR_INVALID, "%s: neural model: not available in this build (predict reads the "
+                             "per_object model's materials.yaml)",
+                             path);
+    }
+    struct stat sb;
+    if (stat(dir, &sb) != 0)
+        return mmd_error(MMD_ERR_IO, "--model %s: no such directory (expected the output directory of `mmdiff "
+                         "calibrate` or its model/ folder)",
+                         dir);
+    return mmd_error(MMD_ERR_IO, "--model %s: no materials.yaml in it or in %s/model (expected the output directory "
+                     "of `mmdiff calibrate`)",
+                     dir, dir);
+}
+
+/* Whether the experiment asks for a coverage map: a `coverage` block in its file or a
+ * --set coverage.* override. (The configuration fills coverage defaults either way, so
+ * the file itself is looked at.) */
+static int wants_coverage(const mmd_cli_run *r, int argc, char **argv)
+{
+    for (int i = 1; i + 1 < argc; i++)
+        if (!strcmp(argv[i], "--set") && !strncmp(argv[i + 1], "coverage.", 9)) return 1;
+    for (int i = 1; i < argc; i++)
+        if (!strncmp(argv[i], "--set=coverage.", 15)) return 1;
+    mmd_ynode *root = NULL;
+    if (mmd_yaml_load_file(r->exp_path, &root) != MMD_OK) return 0;
+    const mmd_ynode *c = mmd_yaml_get(root, "coverage");
+    int yes = c && !(c->kind == MMD_YAML_SCALAR && c->is_null);
+    mmd_yaml_free(root);
+    return yes;
+}
+
+typedef struct extra_keys {
+    const char *model_file;
+    int coverage;
+    const mmd_cli_coverage *cov;
+} extra_keys;
+
+static void add_keys(mmd_json *j, const void *user)
+{
+    const extra_keys *x = user;
+    mmd_json_kv_string(j, "model", x->model_file);
+    if (x->coverage) {
+        mmd_json_key(j, "coverage");
+        mmd_json_begin_object(j);
+        mmd_json_kv_string(j, "result", "coverage/result.json");
+        mmd_json_kv_int(j, "cells_with_power", (long long)x->cov->covered);
+        mmd_json_kv_double(j, "max_path_gain_db", x->cov->max_db);
+        mmd_json_kv_double(j, "median_path_gain_db", x->cov->median_db);
+        mmd_json_end_object(j);
+    }
+}
+
+int mmd_cmd_predict(const mmd_cli_opts *o, int argc, char **argv)
+{
+    const char *model_dir = NULL;
+    mmd_cli_extra_opt extra[] = {{"--model", &model_dir, NULL, 1}};
+    mmd_cli_run r;
+    int rc = mmd_cli_run_open_ex(&r, o, "predict", argc, argv, 0, extra, 1);
+    if (rc) return rc;
+    const mmd_experiment *e = &r.e;
+    char model[4200], path[4300];
+    mmd_status st = find_model(model_dir, model, sizeof model);
+    mmd_material *mats = NULL;
+    int *given = NULL;
+    uint32_t n_obj = r.scene->n_objects;
+    if (st == MMD_OK) {
+        mats = mmd_malloc(n_obj, sizeof *mats, "materials");
+        given = mmd_calloc(n_obj, sizeof *given, "materials");
+        if (!mats || !given) st = MMD_ERR_NOMEM;
+    }
+    double f_model = 0;
+    if (st == MMD_OK) {
+        memcpy(mats, r.sim->materials, n_obj * sizeof *mats);
+        st = mmd_materials_yaml_read(model, r.scene, mats, given, &f_model);
+    }
+    for (uint32_t k = 0; st == MMD_OK && k < n_obj; k++) {
+        if (!given[k]) mmd_warn("%s: no learned material for object '%s'; it keeps the experiment's", model,
+                                r.scene->objects[k].name);
+        st = mmd_sim_set_material(r.sim, k, &mats[k]);
+    }
+    if (st == MMD_OK && f_model > 0 && fabs(f_model - e->scene.frequency_hz) > 1e-6 * f_model)
+        mmd_warn("%s: learned at %.6g GHz, predicting at %.6g GHz (conductivity and permittivity are frequency "
+                 "dependent)",
+                 model, f_model * 1e-9, e->scene.frequency_hz * 1e-9);
+    int cov = st == MMD_OK && wants_coverage(&r, argc, argv);
+    if (st == MMD_OK && r.n_poses == 0 && !cov)
+        st = mmd_error(MMD_ERR_INVALID, "%s: nothing to predict: no receiver poses (rx.poses / rx.poses_csv) and no "
+                       "coverage block",
+                       r.exp_path);
+    if (st == MMD_OK) mmd_info("predict: model %s (%u objects)", model, n_obj);
+    /* compute everything before writing anything */
+    mmd_aoa_result res = {0};
+    if (st == MMD_OK && r.n_poses)
+        st = mmd_sim_aoa(r.sim, r.poses, r.n_poses, &res, progress, NULL);
+    mmd_cli_coverage c;
+    memset(&c, 0, sizeof c);
+    if (st == MMD_OK && cov) st = mmd_cli_coverage_compute(&r, &c);
+    if (st == MMD_OK) st = mmd_cli_run_write_records(&r);
+    if (st == MMD_OK && r.n_poses) st = mmd_cli_aoa_write(&r, r.dir, &res);
+    if (st == MMD_OK && cov) {
+        snprintf(path, sizeof path, "%s/coverage", r.dir);
+        st = mmd_cli_coverage_write(&r, path, "mmdiff predict", &c);
+    }
+    if (st == MMD_OK) {
+        char abs_model[4200];
+        extra_keys x = {realpath(model, abs_model) ? abs_model : model, cov, &c};
+        snprintf(path, sizeof path, "%s/result.json", r.dir);
+        st = mmd_cli_aoa_write_result(&r, path, &res, "mmdiff predict", add_keys, &x);
+    }
+    if (st != MMD_OK) {
+        rc = mmd_cli_fail();
+    } else {
+        if (r.n_poses) mmd_cli_aoa_print(&res);
+        if (cov) {
+            snprintf(path, sizeof path, "%s/coverage", r.dir);
+            mmd_cli_coverage_print(&r, path, &c);
+        }
+        printf("outputs: %s/ (%sresult.json%s%s)\n", r.dir, r.n_poses ? "spectra.npy, " : "",
+               r.n_poses && e->output.png ? ", png/" : "", cov ? ", coverage/" : "");
+    }
+    mmd_cli_coverage_free(&c);
+    mmd_aoa_result_free(&res);
+    free(mats);
+    free(given);
+    mmd_cli_run_close(&r);
+    return rc;
+}
