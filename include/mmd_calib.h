@@ -15,7 +15,9 @@
  * the physical material follows SPEC 5's mapping:
  *     eps_r = 1 + exp(clip(o0, ln 1e-3, ln 199)),  sigma = exp(clip(o1, ln 1e-3, ln 1e6)),
  *     S = clip(sigmoid(o2), 1e-3, 1 - 1e-3),        K_x = clip(sigmoid(o3), 1e-3, 1 - 1e-3).
- * Per-object model: 4 raw floats per scene object (raw[4 * object + k]). Neural model:
+ * Per-object model: 4 raw floats per parameter group (raw[4 * group + k]); a group is a
+ * scene material (objects made of the same material share parameters, which keeps rarely
+ * seen objects identifiable) or, with group_by_material = 0, one object. Neural model:
  * the MLP's weights (mmd_mlp.h).
  *
  * Example (per-object model, one Adam step on a batch of poses):
@@ -53,6 +55,8 @@ typedef struct mmd_calib_options {
     mmd_calib_loss_kind loss;
     double loss_floor_db;   /* floor = each pose's measured maximum x 10^(floor_db / 10) */
     int fit_scale;          /* fit a global power scale in closed form each evaluation */
+    int group_by_material;  /* per-object model: objects sharing a scene material (same
+                               thickness, alpha_r) share one parameter set (default 1) */
     size_t cache_bytes;     /* path-cache budget; 0 = no cache (re-trace every evaluation) */
     double beta1, beta2, adam_eps;
     /* which of (eps_r, sigma, S, K_x) are trained (per-object model); default all four;
@@ -97,6 +101,12 @@ mmd_status mmd_calib_set_adam(mmd_calib *c, int64_t step, const float *m, const 
  * alpha_r as in the simulator). Also pushes them into the simulator, so a later
  * mmd_sim_aoa / mmd_sim_coverage predicts with the learned materials. */
 mmd_status mmd_calib_materials(mmd_calib *c, mmd_material *out);
+
+/* Parameter groups of the per-object model: count, group of an object, and the group's
+ * name (its scene material's name, or the object's name without grouping). */
+uint32_t mmd_calib_n_groups(const mmd_calib *c);
+uint32_t mmd_calib_group_of(const mmd_calib *c, uint32_t object);
+const char *mmd_calib_group_name(const mmd_calib *c, uint32_t group);
 
 /* Last evaluation's global power scale (1 when fit_scale is off), and timing. */
 double mmd_calib_scale(const mmd_calib *c);

@@ -23,6 +23,9 @@ struct mmd_calib {
     mmd_sim *s;
     mmd_calib_options o;
     uint32_t n_obj;
+    uint32_t n_grp;     /* parameter groups: one per scene material, or per object */
+    uint32_t *grp_of;   /* object -> group */
+    uint32_t *grp_obj;  /* group -> its first object (names, thickness) */
     float *raw, *grad, *adam_m, *adam_v;
     int64_t adam_step;
     cl_kernel k_record, k_forward, k_dldc, k_backward;
@@ -44,6 +47,7 @@ mmd_calib_options mmd_calib_defaults(void)
     memset(&o, 0, sizeof o);
     o.model = MMD_CALIB_PER_OBJECT;
     o.loss_floor_db = -60.0;
+    o.group_by_material = 1;
     o.fit_scale = 1;
     o.cache_bytes = (size_t)1024 << 20;
     o.beta1 = 0.9;
@@ -113,13 +117,36 @@ mmd_status mmd_calib_create(mmd_sim *s, const mmd_calib_options *opt, mmd_calib 
     c->n_obj = s->n_mat;
     c->scale = 1.0;
     c->sig2im = (float)(1.0 / (MMD_EPS0 * 2.0 * M_PI * s->freq_hz));
-    size_t np = 4 * (size_t)c->n_obj;
+    c->grp_of = mmd_calloc(c->n_obj ? c->n_obj : 1, sizeof *c->grp_of, "parameter groups");
+    c->grp_obj = mmd_calloc(c->n_obj ? c->n_obj : 1, sizeof *c->grp_obj, "parameter groups");
+    if (!c->grp_of || !c->grp_obj) {
+        mmd_calib_destroy(c);
+        return MMD_ERR_NOMEM;
+    }
+    for (uint32_t o = 0; o < c->n_obj; o++) {
+        /* objects share parameters when they share a scene material (and its thickness) */
+        uint32_t g = c->n_grp;
+        if (opt->group_by_material)
+            for (uint32_t q = 0; q < c->n_grp; q++) {
+                uint32_t o2 = c->grp_obj[q];
+                if (s->scene->objects[o2].material == s->scene->objects[o].material &&
+                    s->materials[o2].thickness_m == s->materials[o].thickness_m &&
+                    s->materials[o2].alpha_r == s->materials[o].alpha_r) {
+                    g = q;
+                    break;
+                }
+            }
+        if (g == c->n_grp) c->grp_obj[c->n_grp++] = o;
+        c->grp_of[o] = g;
+    }
+    size_t np = 4 * (size_t)c->n_grp;
     c->raw = mmd_calloc(np, sizeof(float), "parameters");
     c->grad = mmd_calloc(np, sizeof(float), "gradient");
     c->adam_m = mmd_calloc(np, sizeof(float), "Adam state");
     c->adam_v = mmd_calloc(np, sizeof(float), "Adam state");
     mmd_status st = c->raw && c->grad && c->adam_m && c->adam_v ? MMD_OK : MMD_ERR_NOMEM;
-    for (uint32_t i = 0; st == MMD_OK && i < c->n_obj; i++) mmd_calib_material_to_raw(&s->materials[i], c->raw + 4 * i);
+    for (uint32_t g = 0; st == MMD_OK && g < c->n_grp; g++)
+        mmd_calib_material_to_raw(&s->materials[c->grp_obj[g]], c->raw + 4 * g);
     char opts[320];
     mmd_trace_cl_options(s->cl, opts, sizeof opts);
     snprintf(opts + strlen(opts), sizeof opts - strlen(opts), "-DMMD_SIM_FLAGS_CT=%uu -DMMD_CAL_MAX_DEPTH=%d ",
@@ -133,7 +160,7 @@ mmd_status mmd_calib_create(mmd_sim *s, const mmd_calib_options *opt, mmd_calib 
     size_t nr = s->params.n_rays, K = s->params.max_depth;
     c->rec_bytes = nr * K * sizeof(mmd_cal_vertex);
     if (st == MMD_OK)
-        st = mmd_cl_buffer(s->cl, CL_MEM_READ_ONLY, np / 4 * sizeof(cl_float4) + 16, NULL, "material table",
+        st = mmd_cl_buffer(s->cl, CL_MEM_READ_ONLY, (c->n_obj + 1) * sizeof(cl_float4), NULL, "material table",
                            &c->d_theta);
     if (st == MMD_OK)
         st = mmd_cl_buffer(s->cl, CL_MEM_READ_WRITE, nr * K * sizeof(cl_float4), NULL, "vertex gradients",
@@ -161,6 +188,8 @@ void mmd_calib_destroy(mmd_calib *c)
         if (ms[i]) clReleaseMemObject(ms[i]);
     for (size_t i = 0; i < c->n_cache; i++) clReleaseMemObject(c->cache[i].rec);
     free(c->cache);
+    free(c->grp_of);
+    free(c->grp_obj);
     free(c->raw);
     free(c->grad);
     free(c->adam_m);
@@ -235,7 +264,7 @@ static mmd_status upload_theta(mmd_calib *c)
     if (!t) return MMD_ERR_NOMEM;
     for (uint32_t i = 0; i < c->n_obj; i++) {
         mmd_material m;
-        mmd_calib_raw_to_material(c->raw + 4 * i, &m);
+        mmd_calib_raw_to_material(c->raw + 4 * c->grp_of[i], &m);
         t[i].s[0] = (float)m.eps_r;
         t[i].s[1] = (float)m.sigma_s_per_m;
         t[i].s[2] = (float)m.scattering;
@@ -497,10 +526,11 @@ static mmd_status loss_chunk(mmd_calib *c, const mmd_cfg_pose *poses, const size
             }
         }
         for (uint32_t o = 0; st == MMD_OK && o < c->n_obj; o++) {
+            uint32_t gr = c->grp_of[o];
             double jac[4];
-            raw_jacobian(c->raw + 4 * o, jac);
+            raw_jacobian(c->raw + 4 * gr, jac);
             for (int q = 0; q < 4; q++)
-                if (c->o.train_mask[q]) c->grad[4 * o + q] += (float)(acc[4 * o + q] * jac[q]);
+                if (c->o.train_mask[q]) c->grad[4 * gr + q] += (float)(acc[4 * o + q] * jac[q]);
         }
         free(dt);
         free(vo);
@@ -533,17 +563,17 @@ mmd_status mmd_calib_loss(mmd_calib *c, const mmd_cfg_pose *poses, const size_t 
 
 /* ---- parameters and Adam ------------------------------------------------------------- */
 
-size_t mmd_calib_n_params(const mmd_calib *c) { return 4 * (size_t)c->n_obj; }
-void mmd_calib_get_params(const mmd_calib *c, float *raw) { memcpy(raw, c->raw, 4 * c->n_obj * sizeof *raw); }
+size_t mmd_calib_n_params(const mmd_calib *c) { return 4 * (size_t)c->n_grp; }
+void mmd_calib_get_params(const mmd_calib *c, float *raw) { memcpy(raw, c->raw, 4 * c->n_grp * sizeof *raw); }
 mmd_status mmd_calib_set_params(mmd_calib *c, const float *raw)
 {
-    for (size_t i = 0; i < 4 * (size_t)c->n_obj; i++)
+    for (size_t i = 0; i < 4 * (size_t)c->n_grp; i++)
         if (!isfinite(raw[i])) return mmd_error(MMD_ERR_INVALID, "calibration: parameter %zu is not finite", i);
-    memcpy(c->raw, raw, 4 * c->n_obj * sizeof *raw);
+    memcpy(c->raw, raw, 4 * c->n_grp * sizeof *raw);
     return MMD_OK;
 }
-void mmd_calib_get_grad(const mmd_calib *c, float *grad) { memcpy(grad, c->grad, 4 * c->n_obj * sizeof *grad); }
-void mmd_calib_zero_grad(mmd_calib *c) { memset(c->grad, 0, 4 * c->n_obj * sizeof *c->grad); }
+void mmd_calib_get_grad(const mmd_calib *c, float *grad) { memcpy(grad, c->grad, 4 * c->n_grp * sizeof *grad); }
+void mmd_calib_zero_grad(mmd_calib *c) { memset(c->grad, 0, 4 * c->n_grp * sizeof *c->grad); }
 
 mmd_status mmd_calib_adam(mmd_calib *c, double lr)
 {
@@ -551,7 +581,7 @@ mmd_status mmd_calib_adam(mmd_calib *c, double lr)
     c->adam_step++;
     double b1 = c->o.beta1, b2 = c->o.beta2;
     double c1 = 1.0 - pow(b1, (double)c->adam_step), c2 = 1.0 - pow(b2, (double)c->adam_step);
-    for (size_t i = 0; i < 4 * (size_t)c->n_obj; i++) {
+    for (size_t i = 0; i < 4 * (size_t)c->n_grp; i++) {
         double g = c->grad[i];
         if (!isfinite(g)) return mmd_error(MMD_ERR_INVALID, "calibration: gradient %zu is not finite", i);
         double m = b1 * c->adam_m[i] + (1 - b1) * g, v = b2 * c->adam_v[i] + (1 - b2) * g * g;
@@ -565,16 +595,16 @@ mmd_status mmd_calib_adam(mmd_calib *c, double lr)
 void mmd_calib_get_adam(const mmd_calib *c, int64_t *step, float *m, float *v)
 {
     *step = c->adam_step;
-    memcpy(m, c->adam_m, 4 * c->n_obj * sizeof *m);
-    memcpy(v, c->adam_v, 4 * c->n_obj * sizeof *v);
+    memcpy(m, c->adam_m, 4 * c->n_grp * sizeof *m);
+    memcpy(v, c->adam_v, 4 * c->n_grp * sizeof *v);
 }
 
 mmd_status mmd_calib_set_adam(mmd_calib *c, int64_t step, const float *m, const float *v)
 {
     if (step < 0) return mmd_error(MMD_ERR_INVALID, "calibration: Adam step %lld", (long long)step);
     c->adam_step = step;
-    memcpy(c->adam_m, m, 4 * c->n_obj * sizeof *m);
-    memcpy(c->adam_v, v, 4 * c->n_obj * sizeof *v);
+    memcpy(c->adam_m, m, 4 * c->n_grp * sizeof *m);
+    memcpy(c->adam_v, v, 4 * c->n_grp * sizeof *v);
     return MMD_OK;
 }
 
@@ -582,7 +612,7 @@ mmd_status mmd_calib_materials(mmd_calib *c, mmd_material *out)
 {
     for (uint32_t o = 0; o < c->n_obj; o++) {
         mmd_material m = c->s->materials[o];
-        mmd_calib_raw_to_material(c->raw + 4 * o, &m);
+        mmd_calib_raw_to_material(c->raw + 4 * c->grp_of[o], &m);
         if (out) out[o] = m;
         mmd_status st = mmd_sim_set_material(c->s, o, &m);
         if (st != MMD_OK) return st;
@@ -709,4 +739,14 @@ void mmd_calib_clear_cache(mmd_calib *c)
     c->n_cache = 0;
     c->cache_used = 0;
     c->tm.cache_bytes_used = 0;
+}
+
+uint32_t mmd_calib_n_groups(const mmd_calib *c) { return c->n_grp; }
+uint32_t mmd_calib_group_of(const mmd_calib *c, uint32_t object) { return object < c->n_obj ? c->grp_of[object] : 0; }
+const char *mmd_calib_group_name(const mmd_calib *c, uint32_t g)
+{
+    if (g >= c->n_grp) return "";
+    const mmd_scene *sc = c->s->scene;
+    uint32_t o = c->grp_obj[g];
+    return c->o.group_by_material ? sc->materials[sc->objects[o].material].name : sc->objects[o].name;
 }
