@@ -169,6 +169,21 @@ inline float4 cal_theta(__global const float4 *theta, uint per_vertex, size_t vi
     return per_vertex ? theta[vid] : theta[obj];
 }
 
+/* Hit points of one pose's records normalised to the scene box ([-1, 1]^3), the neural
+ * field's input (SPEC 5); empty vertices give the origin (their gradient is zero). */
+__kernel void mmd_calib_positions(__global const mmd_cal_vertex *rec, uint n, float lo_x, float lo_y, float lo_z,
+                                  float sx, float sy, float sz, __global float *pos)
+{
+    uint v = get_global_id(0);
+    if (v >= n) return;
+    float3 p = (float3)(0.0f);
+    if (rec[v].obj != CAL_EMPTY) {
+        p = vload3(0, rec[v].p);
+        p = (float3)((p.x - lo_x) * sx - 1.0f, (p.y - lo_y) * sy - 1.0f, (p.z - lo_z) * sz - 1.0f);
+    }
+    vstore3(p, v, pos);
+}
+
 inline float2 cal_eta(float4 th, float sig2im) { return (float2)(th.x, -th.y * sig2im); }
 
 /* e_TX (world) of the connection direction v (unit, from the vertex to the TX) */

@@ -34,6 +34,7 @@
 #ifndef MMD_CALIB_H
 #define MMD_CALIB_H
 
+#include "mmd_mlp.h"
 #include "mmd_sim.h"
 
 #ifdef __cplusplus
@@ -62,6 +63,8 @@ typedef struct mmd_calib_options {
     /* which of (eps_r, sigma, S, K_x) are trained (per-object model); default all four;
      * K_x has no effect in scalar polarisation mode */
     int train_mask[4];
+    mmd_mlp_config mlp;     /* neural model: the network (mmd_mlp_defaults()) */
+    const char *model_dir;  /* neural model: start from this saved network (NULL = init) */
 } mmd_calib_options;
 
 mmd_calib_options mmd_calib_defaults(void);
@@ -99,8 +102,18 @@ mmd_status mmd_calib_set_adam(mmd_calib *c, int64_t step, const float *m, const 
 
 /* Per-object model: the physical materials now (one per scene object; thickness and
  * alpha_r as in the simulator). Also pushes them into the simulator, so a later
- * mmd_sim_aoa / mmd_sim_coverage predicts with the learned materials. */
+ * mmd_sim_aoa / mmd_sim_coverage predicts with the learned materials. Neural model: the
+ * field's mean over each object's recorded hit points is not defined here; returns
+ * MMD_ERR_INVALID. */
 mmd_status mmd_calib_materials(mmd_calib *c, mmd_material *out);
+
+/* Neural model: the network (NULL for the per-object model). Save with mmd_mlp_save. */
+mmd_mlp *mmd_calib_mlp(const mmd_calib *c);
+
+/* Predicted spectra of n poses with the current model (scale 1), through the same replay
+ * as the loss: out[k * n_el * n_az + ...]. The neural model predicts this way. */
+mmd_status mmd_calib_predict(mmd_calib *c, const mmd_cfg_pose *poses, const size_t *pose_ids, size_t n,
+                             float *out);
 
 /* Parameter groups of the per-object model: count, group of an object, and the group's
  * name (its scene material's name, or the object's name without grouping). */
@@ -148,6 +161,9 @@ mmd_status mmd_calib_debug_forward(mmd_calib *c, const mmd_cfg_pose *pose, size_
  * for (eps_r, sigma, S, K_x). */
 mmd_status mmd_calib_debug_backward(mmd_calib *c, const mmd_cfg_pose *pose, size_t pose_id, const float *dldc,
                                     double *grad);
+/* Neural model: the network's gradient (flat order, mmd_mlp.h) of sum_i dldc[i] c_i. */
+mmd_status mmd_calib_debug_backward_mlp(mmd_calib *c, const mmd_cfg_pose *pose, size_t pose_id, const float *dldc,
+                                        float *grads);
 /* dL/dc_i of mmd_calib_dldc for bin weights g (n_el * n_az, [el][az]). */
 mmd_status mmd_calib_debug_dldc(mmd_calib *c, const mmd_cfg_pose *pose, size_t pose_id, const double *g,
                                 float *dldc);
@@ -161,6 +177,9 @@ typedef struct mmd_calib_ref {
 } mmd_calib_ref;
 double mmd_calib_ref_ray_power(const mmd_calib_ref *x, const mmd_cal_vertex *rv, int K, const double *theta,
                                const double pose_rot[9]);
+/* The same with per-vertex parameters: theta[4 k + q] for the ray's vertex k (neural field). */
+double mmd_calib_ref_ray_power_v(const mmd_calib_ref *x, const mmd_cal_vertex *rv, int K, const double *theta,
+                                 int per_vertex, const double pose_rot[9]);
 
 #ifdef __cplusplus
 }

@@ -28,7 +28,9 @@ struct mmd_calib {
     uint32_t *grp_obj;  /* group -> its first object (names, thickness) */
     float *raw, *grad, *adam_m, *adam_v;
     int64_t adam_step;
-    cl_kernel k_record, k_forward, k_dldc, k_backward;
+    cl_kernel k_record, k_forward, k_dldc, k_backward, k_pos;
+    mmd_mlp *mlp;          /* neural model */
+    cl_mem d_pos, d_vtheta; /* neural: one pose's normalised hit points and field values */
     cl_mem d_theta, d_dtheta, d_vobj, d_dldc, d_H, d_scratch_rec;
     size_t cap_H, cap_dldc;
     cache_entry *cache;
@@ -54,6 +56,7 @@ mmd_calib_options mmd_calib_defaults(void)
     o.beta2 = 0.999;
     o.adam_eps = 1e-8;
     for (int k = 0; k < 4; k++) o.train_mask[k] = 1;
+    o.mlp = mmd_mlp_defaults();
     return o;
 }
 
@@ -108,8 +111,6 @@ mmd_status mmd_calib_create(mmd_sim *s, const mmd_calib_options *opt, mmd_calib 
     if (e->solver.max_depth < 1 || e->solver.max_depth > MMD_CALIB_MAX_DEPTH)
         return mmd_error(MMD_ERR_INVALID, "calibration: solver.max_depth %d, expected 1..%d", e->solver.max_depth,
                          MMD_CALIB_MAX_DEPTH);
-    if (opt->model != MMD_CALIB_PER_OBJECT)
-        return mmd_error(MMD_ERR_INVALID, "calibration: the neural material field is not available in this build");
     mmd_calib *c = mmd_calloc(1, sizeof *c, "calibration");
     if (!c) return MMD_ERR_NOMEM;
     c->s = s;
@@ -157,6 +158,15 @@ mmd_status mmd_calib_create(mmd_sim *s, const mmd_calib_options *opt, mmd_calib 
     if (st == MMD_OK) st = mmd_cl_kernel(s->cl, prog, "mmd_calib_forward", &c->k_forward);
     if (st == MMD_OK) st = mmd_cl_kernel(s->cl, prog, "mmd_calib_dldc", &c->k_dldc);
     if (st == MMD_OK) st = mmd_cl_kernel(s->cl, prog, "mmd_calib_backward", &c->k_backward);
+    if (st == MMD_OK) st = mmd_cl_kernel(s->cl, prog, "mmd_calib_positions", &c->k_pos);
+    if (st == MMD_OK && opt->model == MMD_CALIB_NEURAL) {
+        st = opt->model_dir ? mmd_mlp_load(s->cl, opt->model_dir, &c->mlp) : mmd_mlp_create(s->cl, &opt->mlp, &c->mlp);
+        size_t nv = (size_t)s->params.n_rays * s->params.max_depth;
+        if (st == MMD_OK)
+            st = mmd_cl_buffer(s->cl, CL_MEM_READ_WRITE, nv * 3 * sizeof(float), NULL, "field inputs", &c->d_pos);
+        if (st == MMD_OK)
+            st = mmd_cl_buffer(s->cl, CL_MEM_READ_WRITE, nv * sizeof(cl_float4), NULL, "field values", &c->d_vtheta);
+    }
     size_t nr = s->params.n_rays, K = s->params.max_depth;
     c->rec_bytes = nr * K * sizeof(mmd_cal_vertex);
     if (st == MMD_OK)
@@ -180,12 +190,13 @@ mmd_status mmd_calib_create(mmd_sim *s, const mmd_calib_options *opt, mmd_calib 
 void mmd_calib_destroy(mmd_calib *c)
 {
     if (!c) return;
-    cl_kernel ks[] = {c->k_record, c->k_forward, c->k_dldc, c->k_backward};
-    for (int i = 0; i < 4; i++)
+    cl_kernel ks[] = {c->k_record, c->k_forward, c->k_dldc, c->k_backward, c->k_pos};
+    for (int i = 0; i < 5; i++)
         if (ks[i]) clReleaseKernel(ks[i]);
-    cl_mem ms[] = {c->d_theta, c->d_dtheta, c->d_vobj, c->d_dldc, c->d_H, c->d_scratch_rec};
-    for (int i = 0; i < 6; i++)
+    cl_mem ms[] = {c->d_theta, c->d_dtheta, c->d_vobj, c->d_dldc, c->d_H, c->d_scratch_rec, c->d_pos, c->d_vtheta};
+    for (int i = 0; i < 8; i++)
         if (ms[i]) clReleaseMemObject(ms[i]);
+    mmd_mlp_destroy(c->mlp);
     for (size_t i = 0; i < c->n_cache; i++) clReleaseMemObject(c->cache[i].rec);
     free(c->cache);
     free(c->grp_of);
@@ -277,12 +288,42 @@ static mmd_status upload_theta(mmd_calib *c)
     return st;
 }
 
+/* Neural model: the field at every recorded hit point of the pose into d_vtheta (the
+ * activations stay for mmd_mlp_backward). */
+static mmd_status eval_field(mmd_calib *c, cl_mem rec)
+{
+    mmd_sim *s = c->s;
+    const mmd_scene *sc = s->scene;
+    cl_uint nv = (cl_uint)((size_t)s->params.n_rays * s->params.max_depth);
+    float lo[3], sc3[3];
+    for (int k = 0; k < 3; k++) {
+        double ext = (double)sc->bbox_max[k] - sc->bbox_min[k];
+        lo[k] = sc->bbox_min[k];
+        sc3[k] = (float)(ext > 0 ? 2.0 / ext : 0.0);
+    }
+    cl_kernel k = c->k_pos;
+    cl_int err = clSetKernelArg(k, 0, sizeof(cl_mem), &rec);
+    err |= clSetKernelArg(k, 1, sizeof(cl_uint), &nv);
+    for (int q = 0; q < 3; q++) err |= clSetKernelArg(k, 2 + q, sizeof(float), &lo[q]);
+    for (int q = 0; q < 3; q++) err |= clSetKernelArg(k, 5 + q, sizeof(float), &sc3[q]);
+    err |= clSetKernelArg(k, 8, sizeof(cl_mem), &c->d_pos);
+    mmd_status st = mmd_cl_check(err, "set mmd_calib_positions arguments");
+    size_t local = 64, global = (nv + local - 1) / local * local;
+    if (st == MMD_OK)
+        st = mmd_cl_check(clEnqueueNDRangeKernel(s->cl->queue, k, 1, NULL, &global, &local, 0, NULL, NULL),
+                          "launch mmd_calib_positions");
+    if (st == MMD_OK) st = mmd_mlp_forward(c->mlp, c->d_pos, nv, c->d_vtheta);
+    return st;
+}
+
 static mmd_status launch_replay(mmd_calib *c, cl_kernel k, cl_mem rec, cl_uint b, int backward)
 {
     mmd_sim *s = c->s;
-    cl_uint per_vertex = 0;
+    cl_uint per_vertex = c->mlp != NULL;
+    mmd_status st0 = c->mlp ? eval_field(c, rec) : MMD_OK;
+    if (st0 != MMD_OK) return st0;
     cl_int err = clSetKernelArg(k, 0, sizeof(cl_mem), &rec);
-    err |= clSetKernelArg(k, 1, sizeof(cl_mem), &c->d_theta);
+    err |= clSetKernelArg(k, 1, sizeof(cl_mem), c->mlp ? &c->d_vtheta : &c->d_theta);
     err |= clSetKernelArg(k, 2, sizeof(cl_uint), &per_vertex);
     err |= clSetKernelArg(k, 3, sizeof(cl_mem), &s->d_mats);
     err |= clSetKernelArg(k, 4, sizeof(cl_mem), &s->d_poses);
@@ -520,12 +561,19 @@ static mmd_status loss_chunk(mmd_calib *c, const mmd_cfg_pose *poses, const size
                                   "read vertex objects");
             c->tm.backward += mmd_now() - t0;
             if (st == MMD_OK && c->hook) st = c->hook(c->hook_ctx, c, rec, (cl_uint)k, ids[k]);
+            if (st == MMD_OK && c->mlp) {
+                t0 = mmd_now();
+                st = mmd_mlp_backward(c->mlp, c->d_dtheta, nv);
+                if (st == MMD_OK) st = mmd_cl_check(clFinish(s->cl->queue), "field backward");
+                c->tm.backward += mmd_now() - t0;
+                continue;
+            }
             for (size_t v = 0; st == MMD_OK && v < nv; v++) {
                 if (vo[v] >= c->n_obj) continue;
                 for (int q = 0; q < 4; q++) acc[4 * vo[v] + q] += dt[v].s[q];
             }
         }
-        for (uint32_t o = 0; st == MMD_OK && o < c->n_obj; o++) {
+        for (uint32_t o = 0; st == MMD_OK && !c->mlp && o < c->n_obj; o++) {
             uint32_t gr = c->grp_of[o];
             double jac[4];
             raw_jacobian(c->raw + 4 * gr, jac);
@@ -563,21 +611,39 @@ mmd_status mmd_calib_loss(mmd_calib *c, const mmd_cfg_pose *poses, const size_t 
 
 /* ---- parameters and Adam ------------------------------------------------------------- */
 
-size_t mmd_calib_n_params(const mmd_calib *c) { return 4 * (size_t)c->n_grp; }
-void mmd_calib_get_params(const mmd_calib *c, float *raw) { memcpy(raw, c->raw, 4 * c->n_grp * sizeof *raw); }
+size_t mmd_calib_n_params(const mmd_calib *c) { return c->mlp ? mmd_mlp_n_params(c->mlp) : 4 * (size_t)c->n_grp; }
+void mmd_calib_get_params(const mmd_calib *c, float *raw)
+{
+    if (c->mlp)
+        mmd_mlp_get_params(c->mlp, raw);
+    else
+        memcpy(raw, c->raw, 4 * c->n_grp * sizeof *raw);
+}
 mmd_status mmd_calib_set_params(mmd_calib *c, const float *raw)
 {
-    for (size_t i = 0; i < 4 * (size_t)c->n_grp; i++)
+    for (size_t i = 0; i < mmd_calib_n_params(c); i++)
         if (!isfinite(raw[i])) return mmd_error(MMD_ERR_INVALID, "calibration: parameter %zu is not finite", i);
+    if (c->mlp) return mmd_mlp_set_params(c->mlp, raw);
     memcpy(c->raw, raw, 4 * c->n_grp * sizeof *raw);
     return MMD_OK;
 }
-void mmd_calib_get_grad(const mmd_calib *c, float *grad) { memcpy(grad, c->grad, 4 * c->n_grp * sizeof *grad); }
-void mmd_calib_zero_grad(mmd_calib *c) { memset(c->grad, 0, 4 * c->n_grp * sizeof *c->grad); }
+void mmd_calib_get_grad(const mmd_calib *c, float *grad)
+{
+    if (c->mlp)
+        mmd_mlp_get_grads(c->mlp, grad);
+    else
+        memcpy(grad, c->grad, 4 * c->n_grp * sizeof *grad);
+}
+void mmd_calib_zero_grad(mmd_calib *c)
+{
+    if (c->mlp) mmd_mlp_zero_grad(c->mlp);
+    memset(c->grad, 0, 4 * c->n_grp * sizeof *c->grad);
+}
 
 mmd_status mmd_calib_adam(mmd_calib *c, double lr)
 {
     if (!(lr > 0) || !isfinite(lr)) return mmd_error(MMD_ERR_INVALID, "calibration: learning rate %g", lr);
+    if (c->mlp) return mmd_mlp_adam(c->mlp, (float)lr, (float)c->o.beta1, (float)c->o.beta2, (float)c->o.adam_eps);
     c->adam_step++;
     double b1 = c->o.beta1, b2 = c->o.beta2;
     double c1 = 1.0 - pow(b1, (double)c->adam_step), c2 = 1.0 - pow(b2, (double)c->adam_step);
@@ -594,6 +660,12 @@ mmd_status mmd_calib_adam(mmd_calib *c, double lr)
 
 void mmd_calib_get_adam(const mmd_calib *c, int64_t *step, float *m, float *v)
 {
+    if (c->mlp) {
+        uint64_t st = 0;
+        mmd_mlp_get_adam(c->mlp, m, v, &st);
+        *step = (int64_t)st;
+        return;
+    }
     *step = c->adam_step;
     memcpy(m, c->adam_m, 4 * c->n_grp * sizeof *m);
     memcpy(v, c->adam_v, 4 * c->n_grp * sizeof *v);
@@ -602,6 +674,7 @@ void mmd_calib_get_adam(const mmd_calib *c, int64_t *step, float *m, float *v)
 mmd_status mmd_calib_set_adam(mmd_calib *c, int64_t step, const float *m, const float *v)
 {
     if (step < 0) return mmd_error(MMD_ERR_INVALID, "calibration: Adam step %lld", (long long)step);
+    if (c->mlp) return mmd_mlp_set_adam(c->mlp, m, v, (uint64_t)step);
     c->adam_step = step;
     memcpy(c->adam_m, m, 4 * c->n_grp * sizeof *m);
     memcpy(c->adam_v, v, 4 * c->n_grp * sizeof *v);
@@ -610,6 +683,9 @@ mmd_status mmd_calib_set_adam(mmd_calib *c, int64_t step, const float *m, const 
 
 mmd_status mmd_calib_materials(mmd_calib *c, mmd_material *out)
 {
+    if (c->mlp)
+        return mmd_error(MMD_ERR_INVALID, "calibration: the neural model has no per-object materials; predict with "
+                                          "mmd_calib_predict");
     for (uint32_t o = 0; o < c->n_obj; o++) {
         mmd_material m = c->s->materials[o];
         mmd_calib_raw_to_material(c->raw + 4 * c->grp_of[o], &m);
@@ -749,4 +825,41 @@ const char *mmd_calib_group_name(const mmd_calib *c, uint32_t g)
     const mmd_scene *sc = c->s->scene;
     uint32_t o = c->grp_obj[g];
     return c->o.group_by_material ? sc->materials[sc->objects[o].material].name : sc->objects[o].name;
+}
+
+mmd_mlp *mmd_calib_mlp(const mmd_calib *c) { return c->mlp; }
+
+mmd_status mmd_calib_predict(mmd_calib *c, const mmd_cfg_pose *poses, const size_t *pose_ids, size_t n, float *out)
+{
+    mmd_status st = upload_theta(c);
+    size_t bs = mmd_sim_batch_poses(c->s);
+    size_t nbins = (size_t)c->s->exp->aoa.azimuth_deg.count * c->s->exp->aoa.elevation_deg.count;
+    for (size_t first = 0; st == MMD_OK && first < n; first += bs) {
+        size_t nb = n - first < bs ? n - first : bs;
+        mmd_aoa_result res;
+        fill_ctx fc = {c, MMD_OK};
+        st = mmd_sim_aoa_ex(c->s, poses + first, pose_ids + first, nb, replay_fill, &fc, &res, NULL, NULL);
+        if (st == MMD_OK) memcpy(out + first * nbins, res.spectra, nb * nbins * sizeof *out);
+        if (st == MMD_OK) mmd_aoa_result_free(&res);
+    }
+    return st;
+}
+
+mmd_status mmd_calib_debug_backward_mlp(mmd_calib *c, const mmd_cfg_pose *pose, size_t pose_id, const float *dldc,
+                                        float *grads)
+{
+    if (!c->mlp) return mmd_error(MMD_ERR_INVALID, "calibration: not a neural model");
+    cl_mem rec;
+    size_t nr = c->s->params.n_rays, nv = nr * c->s->params.max_depth;
+    mmd_status st = one_pose(c, pose, pose_id, &rec);
+    if (st == MMD_OK) st = ensure_buf(c, &c->d_dldc, &c->cap_dldc, nr * sizeof(float), "ray gradients");
+    if (st == MMD_OK)
+        st = mmd_cl_check(clEnqueueWriteBuffer(c->s->cl->queue, c->d_dldc, CL_TRUE, 0, nr * sizeof(float), dldc, 0,
+                                               NULL, NULL),
+                          "upload ray gradients");
+    if (st == MMD_OK) st = launch_replay(c, c->k_backward, rec, 0, 1);
+    if (st == MMD_OK) st = mmd_mlp_zero_grad(c->mlp);
+    if (st == MMD_OK) st = mmd_mlp_backward(c->mlp, c->d_dtheta, nv);
+    if (st == MMD_OK) st = mmd_mlp_get_grads(c->mlp, grads);
+    return st;
 }

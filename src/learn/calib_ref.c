@@ -135,6 +135,12 @@ static cplx bidot(const cplx a[3], const cplx b[3]) { return a[0] * b[0] + a[1] 
 double mmd_calib_ref_ray_power(const mmd_calib_ref *x, const mmd_cal_vertex *rv, int K, const double *theta,
                                const double pose_rot[9])
 {
+    return mmd_calib_ref_ray_power_v(x, rv, K, theta, 0, pose_rot);
+}
+
+double mmd_calib_ref_ray_power_v(const mmd_calib_ref *x, const mmd_cal_vertex *rv, int K, const double *theta,
+                                 int per_vertex, const double pose_rot[9])
+{
     if (K < 1 || rv[0].obj == 0xffffffffu) return 0.0;
     double d0[3] = {rv[0].d[0], rv[0].d[1], rv[0].d[2]}, ul[3], th[3];
     mmd_to_local(pose_rot, d0, ul);
@@ -146,7 +152,7 @@ double mmd_calib_ref_ray_power(const mmd_calib_ref *x, const mmd_cal_vertex *rv,
     for (int k = 0; k < K; k++) {
         const mmd_cal_vertex *vx = &rv[k];
         if (vx->obj == 0xffffffffu) break;
-        const double *tp = theta + 4 * vx->obj;
+        const double *tp = per_vertex ? theta + 4 * k : theta + 4 * vx->obj;
         double complex eta = tp[0] - I * tp[1] * x->sig2im;
         double thick = x->thickness[vx->obj], S = tp[2], kx = tp[3], S2 = S * S;
         double n[3] = {vx->n[0], vx->n[1], vx->n[2]}, d[3] = {vx->d[0], vx->d[1], vx->d[2]};
