@@ -1,12 +1,16 @@
 /*
- * test_bvh.c - LBVH build (lbvh.c), validation and the reference traversals (bvh_ref.c),
- * and the shared ray/triangle and ray/box tests (mmd_isect.h).
+ * test_bvh.c - BVH builds (lbvh.c, and the binned SAH build of sah.c), validation and the
+ * reference traversals (bvh_ref.c), and the shared ray/triangle and ray/box tests
+ * (mmd_isect.h).
  *
  * The traversal results must equal brute force bit for bit: the closest hit is the
- * smallest (t, triangle index) pair and both use the same watertight test.
+ * smallest (t, triangle index) pair and both use the same watertight test. The build
+ * tests run twice, with the default (LBVH) quality and with MMD_BVH_SAH; the SAH build
+ * is also checked on every shared scene and against the LBVH's SAH cost.
  */
 #include "mmd_bvh.h"
 #include "mmd_isect.h"
+#include "mmd_scene.h"
 #include "mmd_test.h"
 
 #include <pthread.h>
@@ -105,10 +109,13 @@ static void make_room(mesh *m, uint32_t g, uint32_t stack)
             for (int q = 0; q < 3; q++) m->ix[3 * t + q] = m->ix[3 * i + q];
 }
 
+/* the quality every build() of this pass uses */
+static int g_quality = MMD_BVH_FAST;
+
 static mmd_bvh *build(const mesh *m, int threads, int leaf)
 {
     mmd_bvh *b = NULL;
-    mmd_bvh_options o = {threads, leaf};
+    mmd_bvh_options o = {threads, leaf, g_quality};
     mmd_status st = mmd_bvh_build(m->v, m->ix, m->n, &o, &b);
     CHECK(st == MMD_OK, "build of %u triangles: %s", m->n, st ? mmd_last_error() : "");
     if (st == MMD_OK) {
@@ -327,8 +334,10 @@ static void test_errors(void)
     CHECK(mmd_bvh_build(v, ix, 0, NULL, &b) == MMD_ERR_INVALID && b == NULL, "0 triangles is invalid");
     CHECK(mmd_bvh_build(v, ix, MMD_BVH_MAX_TRIS + 1, NULL, &b) != MMD_OK && b == NULL,
           "too many triangles");
-    mmd_bvh_options o = {1, MMD_LEAF_MAX_TRIS + 1};
+    mmd_bvh_options o = {1, MMD_LEAF_MAX_TRIS + 1, MMD_BVH_FAST};
     CHECK(mmd_bvh_build(v, ix, 1, &o, &b) == MMD_ERR_INVALID, "max_leaf_tris out of range");
+    mmd_bvh_options oq = {1, 0, MMD_BVH_SAH + 1};
+    CHECK(mmd_bvh_build(v, ix, 2, &oq, &b) == MMD_ERR_INVALID && b == NULL, "unknown quality");
     float vn[9] = {0, 0, 0, 1, NAN, 0, 0, 1, 0};
     uint32_t ixn[6] = {0, 2, 0, 0, 1, 2};
     mmd_status st = mmd_bvh_build(vn, ixn, 2, NULL, &b);
@@ -783,7 +792,7 @@ typedef struct build_job {
 static void *build_main(void *p)
 {
     build_job *j = p;
-    mmd_bvh_options o = {j->threads, 0};
+    mmd_bvh_options o = {j->threads, 0, g_quality};
     if (mmd_bvh_build(j->m->v, j->m->ix, j->m->n, &o, &j->b) != MMD_OK) j->b = NULL;
     return NULL;
 }
@@ -838,7 +847,8 @@ static void test_vs_brute(void)
     make_soup(&m, 20000, 0.03f, 81);
     mmd_bvh *b = build(&m, 0, 0);
     if (b) {
-        uint32_t n = SANITIZED ? 20000 : 100000;
+        /* the SAH pass checks another tree with the same traversal: a quarter of the rays */
+        uint32_t n = (SANITIZED ? 20000 : 100000) / (g_quality == MMD_BVH_SAH ? 4 : 1);
         mmd_ray *rays = malloc(sizeof *rays * n);
         make_rays(&m, rays, n, 82, 0);
         compare("20k soup closest", &m, b, rays, n, n / 10);
@@ -848,6 +858,205 @@ static void test_vs_brute(void)
     }
     mmd_bvh_destroy(b);
     mesh_free(&m);
+}
+
+/* Triangles at geometrically growing distances (1.5^i): the cheapest SAH splits peel
+ * off the few farthest triangles, so the binary SAH tree is a deep chain. Rays come
+ * straight down onto triangles, and in random directions. Then the SAH builder's
+ * fallback for ranges too deep in the binary tree (halving them where they lie), forced
+ * with its debug knob from depth 1 on, so it also runs on the ranges split in parallel. */
+static void test_sah_deep(void)
+{
+    mesh m;
+    uint32_t n = 220;
+    mesh_alloc(&m, n, 3 * n);
+    for (uint32_t i = 0; i < n; i++) {
+        float c = powf(1.5f, (float)(i % 200)), s = 1e-3f * c, y = (float)(i / 200);
+        const float p[3][3] = {{c, y * c, 0}, {c + s, y * c, 0}, {c, y * c + s, 0}};
+        for (int q = 0; q < 3; q++) {
+            memcpy(&m.v[9 * i + 3 * q], p[q], sizeof p[q]);
+            m.ix[3 * i + q] = 3 * i + q;
+        }
+    }
+    mmd_bvh *b1 = build(&m, 1, 0), *b2 = build(&m, 2, 0);
+    CHECK(same_bvh(b1, b2), "geometric chain: threads 1 and 2 give identical BVHs");
+    if (b1) {
+        static mmd_ray rays[2000];
+        mmd_rng r;
+        mmd_rng_seed(&r, 77, 1);
+        for (int i = 0; i < 2000; i++) {
+            const float *p = &m.v[9 * (mmd_rng_u32(&r) % n)];
+            float d[3];
+            random_dir(&r, d);
+            if (i % 2) d[0] = d[1] = 0.0f, d[2] = -1.0f;
+            float h = i % 2 ? 2e-4f * p[0] : 0.0f;
+            rays[i] = (mmd_ray){p[0] + h, p[1] + h, p[2] + 2.0f * h + (i % 2 ? 0.0f : 1.0f), 0.0f, d[0], d[1], d[2],
+                                i % 4 == 3 ? 1.0f : INFINITY};
+        }
+        compare("geometric chain", &m, b1, rays, 2000, 400);
+    }
+    mmd_bvh_destroy(b1);
+    mmd_bvh_destroy(b2);
+    mesh_free(&m);
+
+    mesh big;
+    make_soup(&big, 20000, 0.01f, 78);
+    for (int lim = 1; lim <= 12; lim += 11) {
+        char e[16];
+        snprintf(e, sizeof e, "%d", lim);
+        setenv("MMDIFF_BVH_SAH_DEPTH", e, 1);
+        mmd_bvh *c1 = build(&big, 1, 0), *c2 = build(&big, 2, 0);
+        unsetenv("MMDIFF_BVH_SAH_DEPTH");
+        CHECK(same_bvh(c1, c2), "SAH depth knob %d: threads 1 and 2 give identical BVHs", lim);
+        if (c2) {
+            static mmd_ray rays[RAYS(3000)];
+            make_rays(&big, rays, RAYS(2000), 79, 0);
+            make_rays(&big, rays + RAYS(2000), RAYS(1000), 80, 1);
+            compare("SAH halving fallback", &big, c2, rays, RAYS(3000), RAYS(200));
+        }
+        mmd_bvh_destroy(c1);
+        mmd_bvh_destroy(c2);
+    }
+    mesh_free(&big);
+}
+
+/* ------------------------------------------------------------------------------ */
+/* the SAH build on the shared scenes                                             */
+
+static const char *g_scenes[] = {
+    "scenes/sionna/box/box.xml",
+    "scenes/sionna/double_reflector/double_reflector.xml",
+    "scenes/sionna/etoile/etoile.xml",
+    "scenes/sionna/floor_wall/floor_wall.xml",
+    "scenes/sionna/munich/munich.xml",
+    "scenes/sionna/simple_reflector/simple_reflector.xml",
+    "scenes/sionna/simple_street_canyon/simple_street_canyon.xml",
+    "scenes/sionna/triple_reflector/triple_reflector.xml",
+    "scenes/indoor/newrf_bedroom/scene.yaml",
+    "scenes/indoor/nist_box_lecture_room/scene.yaml",
+    "scenes/indoor/nist_conference_room/scene.yaml",
+    "scenes/indoor/nist_data_center/scene.yaml",
+    "scenes/indoor/nist_enterprise_cubicle/scene.yaml",
+    "scenes/indoor/nist_hotel_lobby/scene.yaml",
+    "scenes/indoor/nist_l_room/scene.yaml",
+    "scenes/indoor/nist_lecture_room/scene.yaml",
+    "scenes/indoor/nist_living_room/scene.yaml",
+};
+
+/* A scene's triangles as a mesh (borrowed arrays: not to be freed). */
+static mesh scene_mesh(const mmd_scene *s)
+{
+    mesh m = {s->vertices, s->indices, s->n_triangles, s->n_vertices};
+    return m;
+}
+
+/* Rays for a scene: half from random points of its box grown by a tenth of its diagonal,
+ * in random directions, half leaving random points on triangles; every fourth has a
+ * finite tmax (any hit). */
+static void scene_rays(const mmd_scene *s, const mesh *m, mmd_ray *rays, uint32_t n, uint64_t seed)
+{
+    mmd_rng r;
+    mmd_rng_seed(&r, seed, 5);
+    float diag = 0.0f;
+    for (int k = 0; k < 3; k++) diag += (s->bbox_max[k] - s->bbox_min[k]) * (s->bbox_max[k] - s->bbox_min[k]);
+    diag = sqrtf(diag);
+    for (uint32_t i = 0; i < n; i++) {
+        if (i % 2 == 0) {
+            float o[3], d[3];
+            for (int k = 0; k < 3; k++) o[k] = urand(&r, s->bbox_min[k] - 0.1f * diag, s->bbox_max[k] + 0.1f * diag);
+            random_dir(&r, d);
+            rays[i] = (mmd_ray){o[0], o[1], o[2], 0.0f, d[0], d[1], d[2], INFINITY};
+        } else {
+            surface_ray(m, mmd_rng_u32(&r) % m->n, &r, &rays[i]);
+        }
+        if (i % 4 == 3) rays[i].tmax = urand(&r, 0.0f, 0.5f * diag);
+    }
+}
+
+static mmd_scene *load_scene(const char *rel)
+{
+    mmd_scene *s = NULL;
+    mmd_status st = mmd_scene_load(mmd_test_path(rel), &s);
+    CHECK(st == MMD_OK, "load %s: %s", rel, st ? mmd_last_error() : "");
+    return st == MMD_OK ? s : NULL;
+}
+
+/* Every shared scene: the SAH build validates (build() checks), is the same for 1, 2
+ * and 3 threads, and its traversals equal brute force. */
+static void test_sah_scenes(void)
+{
+    g_quality = MMD_BVH_SAH;
+    for (size_t i = 0; i < sizeof g_scenes / sizeof g_scenes[0]; i++) {
+        mmd_scene *s = load_scene(g_scenes[i]);
+        if (!s) continue;
+        mesh m = scene_mesh(s);
+        mmd_bvh *b1 = build(&m, 1, 0), *b2 = build(&m, 2, 0), *b3 = build(&m, 3, 0);
+        CHECK(same_bvh(b1, b2) && same_bvh(b1, b3), "%s: SAH builds with threads 1, 2, 3 are identical", g_scenes[i]);
+        if (b2) {
+            static mmd_ray rays[4000];
+            uint32_t n = RAYS(4000);
+            scene_rays(s, &m, rays, n, 300 + i);
+            char what[160];
+            snprintf(what, sizeof what, "SAH %s", g_scenes[i]);
+            compare(what, &m, b2, rays, n, m.n >= 100 ? n / 20 : 1);
+        }
+        mmd_bvh_destroy(b1);
+        mmd_bvh_destroy(b2);
+        mmd_bvh_destroy(b3);
+        mmd_scene_destroy(s);
+    }
+    g_quality = MMD_BVH_FAST;
+}
+
+/* Expected traversal cost of a wide BVH for random rays (the surface area heuristic):
+ * per internal node slot its box's area, per leaf slot its area times its triangle
+ * count, relative to the scene box (node and triangle tests weighted 1). */
+static double sah_cost(const mmd_bvh *b)
+{
+    double dx = (double)b->bbox_max[0] - b->bbox_min[0], dy = (double)b->bbox_max[1] - b->bbox_min[1],
+           dz = (double)b->bbox_max[2] - b->bbox_min[2];
+    double root = dx * dy + dy * dz + dz * dx, cost = 1.0;
+    for (uint32_t i = 0; i < b->n_nodes; i++) {
+        const mmd_bvh8_node *nd = &b->nodes[i];
+        for (int j = 0; j < 8; j++) {
+            int32_t c = nd->child[j];
+            if (c == 0) continue;
+            double ex = (double)nd->hi_x[j] - nd->lo_x[j], ey = (double)nd->hi_y[j] - nd->lo_y[j],
+                   ez = (double)nd->hi_z[j] - nd->lo_z[j];
+            double a = (ex * ey + ey * ez + ez * ex) / root;
+            cost += c > 0 ? a : a * (double)((~(uint32_t)c & MMD_LEAF_COUNT_MASK) + 1);
+        }
+    }
+    return cost;
+}
+
+/* The SAH tree is cheaper than the LBVH by the SAH's own measure on the larger indoor
+ * scenes (the small ones are a handful of leaves either way). */
+static void test_sah_cost(void)
+{
+    static const char *rooms[] = {
+        "scenes/indoor/newrf_bedroom/scene.yaml",
+        "scenes/indoor/nist_lecture_room/scene.yaml",
+        "scenes/indoor/nist_conference_room/scene.yaml",
+    };
+    for (size_t i = 0; i < sizeof rooms / sizeof rooms[0]; i++) {
+        mmd_scene *s = load_scene(rooms[i]);
+        if (!s) continue;
+        mesh m = scene_mesh(s);
+        g_quality = MMD_BVH_FAST;
+        mmd_bvh *fast = build(&m, 0, 0);
+        g_quality = MMD_BVH_SAH;
+        mmd_bvh *sah = build(&m, 0, 0);
+        g_quality = MMD_BVH_FAST;
+        if (fast && sah) {
+            double cf = sah_cost(fast), cs = sah_cost(sah);
+            printf("%s: SAH cost %.2f (LBVH %.2f, %.3fx)\n", rooms[i], cs, cf, cs / cf);
+            CHECK(cs < cf, "%s: SAH tree cost %.3f not below the LBVH's %.3f", rooms[i], cs, cf);
+        }
+        mmd_bvh_destroy(fast);
+        mmd_bvh_destroy(sah);
+        mmd_scene_destroy(s);
+    }
 }
 
 #define RUN(fn)                                                                        \
@@ -874,5 +1083,24 @@ int main(void)
     RUN(test_reuse);
     RUN(test_signed_zero);
     RUN(test_vs_brute);
+    /* the build tests again on SAH trees */
+    g_quality = MMD_BVH_SAH;
+    printf("  quality MMD_BVH_SAH:\n");
+    RUN(test_small);
+    RUN(test_degenerate);
+    RUN(test_identical);
+    RUN(test_same_codes);
+    RUN(test_chain);
+    RUN(test_room);
+    RUN(test_big);
+    RUN(test_corruption);
+    RUN(test_depth_fallback);
+    RUN(test_reuse);
+    RUN(test_signed_zero);
+    RUN(test_vs_brute);
+    RUN(test_sah_deep);
+    g_quality = MMD_BVH_FAST;
+    RUN(test_sah_scenes);
+    RUN(test_sah_cost);
     return TEST_DONE();
 }

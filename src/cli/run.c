@@ -174,7 +174,7 @@ int mmd_cli_run_open_ex(mmd_cli_run *r, const mmd_cli_opts *o, const char *cmd, 
     if (st == MMD_OK) {
         /* the tree is built once and traversed by millions of rays: the SAH build pays */
         mmd_bvh_options bo = {0};
-        /* SAHPENDING bo.quality = MMD_BVH_SAH; */
+        bo.quality = MMD_BVH_SAH;
         st = mmd_bvh_build(r->scene->vertices, r->scene->indices, r->scene->n_triangles, &bo, &r->bvh);
     }
     if (st == MMD_OK) mmd_info("bvh: %u nodes, built in %.1f ms", r->bvh->n_nodes, 1e3 * r->bvh->build_seconds);
