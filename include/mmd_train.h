@@ -96,6 +96,18 @@ mmd_status mmd_measurements_check(const mmd_measurements *m, const mmd_experimen
 
 void mmd_measurements_free(mmd_measurements *m);
 
+/* Write a measurement set that mmd_measurements_read reads back: dir (created) receives
+ * poses.csv, spectra.npy (stacked [n, n_el, n_az], linear power) and manifest.yaml
+ * (frequency, grids, shape, units and, when m->has_array, the array). Only n_poses,
+ * poses, n_el, n_az, spectra, frequency_hz, the grids and the array fields of m are used.
+ * n_extra extra numeric columns named extra_names[c] (e.g. a per-sample transmitter
+ * position) are appended to poses.csv, values extra[pose * n_extra + c]; readers ignore
+ * them. comment (may be NULL) becomes '#' lines at the top of the manifest. The old
+ * manifest is removed first and the new one written last, so a write that fails half way
+ * never leaves a set that reads. Powers must be finite and >= 0. */
+mmd_status mmd_measurements_write(const char *dir, const mmd_measurements *m, const char *const *extra_names,
+                                  const double *extra, int n_extra, const char *comment);
+
 /* ---------------------------------------------------------------------------------------
  * Learned per-object materials (model/materials.yaml of `mmdiff calibrate`)
  *

@@ -24,6 +24,9 @@ static const command commands[] = {
     {"coverage", mmd_cmd_coverage, "coverage map (path gain / RSS heatmap) of an experiment's TX"},
     {"calibrate", mmd_cmd_calibrate, "learn the scene's radio materials from measured AoA spectra (train block)"},
     {"predict", mmd_cmd_predict, "spectra and coverage with the materials learned by calibrate (--model DIR)"},
+    {"dataset", mmd_cmd_dataset, "TRAJ and RAND measurement sets simulated on the clean mesh (dataset block)"},
+    {"evaluate", mmd_cmd_evaluate, "peak F1 / AAE / APE and power error of predicted vs measured spectra"},
+    {"import-nerf2", mmd_cmd_import_nerf2, "NeRF2 RFID spatial spectra (PNG) -> a measurement set"},
 };
 
 static void usage(FILE *f)
@@ -31,8 +34,8 @@ static void usage(FILE *f)
     fprintf(f, "mmdiff %s - portable differentiable mmWave ray tracer (OpenCL)\n\n"
                "usage: mmdiff [--device SEL] [-v|-q] COMMAND [ARGS]\n\ncommands:\n", MMD_VERSION);
     for (size_t i = 0; i < sizeof commands / sizeof *commands; i++)
-        fprintf(f, "  %-10s %s\n", commands[i].name, commands[i].help);
-    fprintf(f, "  %-10s %s\n", "version", "print the version");
+        fprintf(f, "  %-12s %s\n", commands[i].name, commands[i].help);
+    fprintf(f, "  %-12s %s\n", "version", "print the version");
     fprintf(f, "\noptions:\n"
                "  --device SEL   auto (default: first GPU, else CPU), gpu, cpu, P:D, or a name substring\n"
                "                 (also MMDIFF_DEVICE)\n"

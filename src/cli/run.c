@@ -81,6 +81,12 @@ int mmd_cli_run_open(mmd_cli_run *r, const mmd_cli_opts *o, const char *cmd, int
 int mmd_cli_run_open_ex(mmd_cli_run *r, const mmd_cli_opts *o, const char *cmd, int argc, char **argv,
                         int need_poses, const mmd_cli_extra_opt *extra, size_t n_extra)
 {
+    return mmd_cli_run_open_flags(r, o, cmd, argc, argv, need_poses, extra, n_extra, 0);
+}
+
+int mmd_cli_run_open_flags(mmd_cli_run *r, const mmd_cli_opts *o, const char *cmd, int argc, char **argv,
+                           int need_poses, const mmd_cli_extra_opt *extra, size_t n_extra, unsigned flags)
+{
     memset(r, 0, sizeof *r);
     r->cmd = cmd;
     r->t0 = mmd_now();
@@ -134,9 +140,10 @@ int mmd_cli_run_open_ex(mmd_cli_run *r, const mmd_cli_opts *o, const char *cmd, 
     if (st == MMD_OK) r->have_e = 1;
     mmd_experiment *e = &r->e;
     if (st == MMD_OK) r->dir = out_dir ? out_dir : e->output.dir.path;
+    if (st == MMD_OK && (flags & MMD_CLI_RUN_CONFIG_ONLY)) return 0;
     if (st == MMD_OK && !e->scene.file.path) st = mmd_error(MMD_ERR_INVALID, "%s: scene.file is required", r->exp_path);
     if (st == MMD_OK) st = mmd_scene_load(e->scene.file.path, &r->scene);
-    if (st == MMD_OK && e->scene.noise.enabled) {
+    if (st == MMD_OK && e->scene.noise.enabled && !(flags & MMD_CLI_RUN_CLEAN_SCENE)) {
         /* scene.noise: trace a simulated scan of the room instead of the clean mesh */
         mmd_perturb_params pp;
         mmd_perturb_stats ps;

@@ -57,6 +57,17 @@ typedef struct mmd_cli_extra_opt {
 int mmd_cli_run_open_ex(mmd_cli_run *r, const mmd_cli_opts *o, const char *cmd, int argc, char **argv,
                         int need_poses, const mmd_cli_extra_opt *extra, size_t n_extra);
 
+/* Flags of mmd_cli_run_open_flags. */
+enum {
+    MMD_CLI_RUN_CLEAN_SCENE = 1u, /* ignore scene.noise: trace the clean mesh (ground truth of `dataset`) */
+    MMD_CLI_RUN_CONFIG_ONLY = 2u  /* load the experiment only (r->e, r->dir, r->cmdline): no scene, tree,
+                                     device or simulator (`evaluate`) */
+};
+
+/* mmd_cli_run_open_ex with flags (0 = the same). */
+int mmd_cli_run_open_flags(mmd_cli_run *r, const mmd_cli_opts *o, const char *cmd, int argc, char **argv,
+                           int need_poses, const mmd_cli_extra_opt *extra, size_t n_extra, unsigned flags);
+
 /* Create the run directory and write experiment.resolved.yaml and command.txt. */
 mmd_status mmd_cli_run_write_records(mmd_cli_run *r);
 

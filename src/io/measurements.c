@@ -401,3 +401,109 @@ mmd_status mmd_measurements_check(const mmd_measurements *m, const mmd_experimen
                          m->manifest, m->array_element, el);
     return MMD_OK;
 }
+
+/* ---------------------------------------------------------------------------------------
+ * Writer: the same layout `simulate` writes with output.measurements, for sets made by
+ * other commands (dataset, import-nerf2).
+ */
+
+static mmd_status write_poses_csv(const char *path, const mmd_measurements *m, const char *const *names,
+                                  const double *extra, int n_extra)
+{
+    size_t cols = 6 + (size_t)n_extra, head = 64;
+    for (int c = 0; c < n_extra; c++) head += strlen(names[c]) + 1;
+    char *buf = mmd_malloc(head + m->n_poses * (cols * 26 + 2), 1, "poses CSV text");
+    if (!buf) return MMD_ERR_NOMEM;
+    size_t len = (size_t)sprintf(buf, "x_m,y_m,z_m,yaw_deg,pitch_deg,roll_deg");
+    for (int c = 0; c < n_extra; c++) len += (size_t)sprintf(buf + len, ",%s", names[c]);
+    buf[len++] = '\n';
+    for (size_t i = 0; i < m->n_poses; i++) {
+        const mmd_cfg_pose *p = &m->poses[i];
+        for (size_t k = 0; k < cols; k++) {
+            static const char *const base[6] = {"x_m", "y_m", "z_m", "yaw_deg", "pitch_deg", "roll_deg"};
+            double v = k < 3 ? p->position_m[k] : k == 3 ? p->yaw_deg : k == 4 ? p->pitch_deg : k == 5 ? p->roll_deg
+                                                                                             : extra[i * (size_t)n_extra + (k - 6)];
+            if (!isfinite(v)) {
+                free(buf);
+                return mmd_error(MMD_ERR_INVALID, "%s: pose %zu: %s is %g; expected a finite number", path, i,
+                                 k < 6 ? base[k] : names[k - 6], v);
+            }
+            len += (size_t)mmd_fmt_double(buf + len, v);
+            buf[len++] = k + 1 < cols ? ',' : '\n';
+        }
+    }
+    mmd_status st = mmd_write_file_atomic(path, buf, len);
+    free(buf);
+    return st;
+}
+
+mmd_status mmd_measurements_write(const char *dir, const mmd_measurements *m, const char *const *extra_names,
+                                  const double *extra, int n_extra, const char *comment)
+{
+    if (!m || m->n_poses == 0 || !m->poses || !m->spectra || m->n_el < 1 || m->n_az < 1 || n_extra < 0 ||
+        (n_extra > 0 && (!extra || !extra_names)))
+        return mmd_error(MMD_ERR_INVALID, "%s: measurement set to write is empty or incomplete", dir);
+    if (m->azimuth_deg.count != m->n_az || m->elevation_deg.count != m->n_el)
+        return mmd_error(MMD_ERR_INVALID, "%s: grids of %d x %d bins do not describe spectra of %d x %d", dir,
+                         m->elevation_deg.count, m->azimuth_deg.count, m->n_el, m->n_az);
+    size_t per = (size_t)m->n_el * (size_t)m->n_az;
+    for (size_t i = 0; i < m->n_poses * per; i++)
+        if (!isfinite(m->spectra[i]) || m->spectra[i] < 0)
+            return mmd_error(MMD_ERR_INVALID, "%s: pose %zu, bin [elevation %zu, azimuth %zu]: power %g; expected a "
+                             "finite linear power >= 0",
+                             dir, i / per, (i % per) / (size_t)m->n_az, i % (size_t)m->n_az, (double)m->spectra[i]);
+    mmd_status st = mmd_mkdirs(dir);
+    if (st != MMD_OK) return st;
+    char *man = mmd_path_join(dir, "manifest.yaml", 0), *poses = mmd_path_join(dir, "poses.csv", 0),
+         *spec = mmd_path_join(dir, "spectra.npy", 0);
+    char *text = NULL;
+    if (!man || !poses || !spec) st = mmd_error(MMD_ERR_NOMEM, "out of memory");
+    /* a stale manifest would describe the new files as the old set until the end */
+    if (st == MMD_OK && remove(man) != 0 && errno != ENOENT)
+        st = mmd_error(MMD_ERR_IO, "%s: cannot remove the old manifest: %s", man, strerror(errno));
+    if (st == MMD_OK) st = write_poses_csv(poses, m, extra_names, extra, n_extra);
+    if (st == MMD_OK) {
+        size_t shape[3] = {m->n_poses, (size_t)m->n_el, (size_t)m->n_az};
+        st = mmd_npy_write(spec, MMD_DT_F32, shape, 3, m->spectra);
+    }
+    size_t cap = 4096 + (comment ? 2 * strlen(comment) + 8 : 0);
+    if (st == MMD_OK && !(text = mmd_malloc(cap, 1, "manifest text"))) st = MMD_ERR_NOMEM;
+    if (st == MMD_OK) {
+        size_t len = 0;
+        for (const char *c = comment; c && *c;) {
+            size_t l = strcspn(c, "\n");
+            len += (size_t)snprintf(text + len, cap - len, "# %.*s\n", (int)l, c);
+            c += l + (c[l] == '\n');
+        }
+        const mmd_cfg_grid *az = &m->azimuth_deg, *el = &m->elevation_deg;
+        len += (size_t)snprintf(text + len, cap - len,
+                                "format: " MANIFEST_FORMAT "\n"
+                                "frequency_hz: %.17g\n"
+                                "poses: poses.csv\n"
+                                "spectra: spectra.npy\n"
+                                "shape: [%zu, %d, %d]  # [pose, elevation, azimuth]\n"
+                                "units: linear_power\n"
+                                "azimuth_deg: [%.17g, %.17g, %.17g]  # [start, stop, step], array frame\n"
+                                "elevation_deg: [%.17g, %.17g, %.17g]\n",
+                                m->frequency_hz, m->n_poses, m->n_el, m->n_az, az->start, az->stop, az->step,
+                                el->start, el->stop, el->step);
+        if (m->has_array) {
+            len += (size_t)snprintf(text + len, cap - len, "array: {rows: %d, cols: %d", m->array_rows,
+                                    m->array_cols);
+            if (m->array_spacing_wavelengths > 0)
+                len += (size_t)snprintf(text + len, cap - len, ", spacing_wavelengths: %.17g",
+                                        m->array_spacing_wavelengths);
+            if (m->array_window[0]) len += (size_t)snprintf(text + len, cap - len, ", window: %s", m->array_window);
+            if (m->array_element[0])
+                len += (size_t)snprintf(text + len, cap - len, ", element: %s", m->array_element);
+            len += (size_t)snprintf(text + len, cap - len, "}\n");
+        }
+        if (len >= cap) st = mmd_error(MMD_ERR_INTERNAL, "%s: manifest text too long", man);
+        else st = mmd_write_file_atomic(man, text, len);
+    }
+    free(text);
+    free(man);
+    free(poses);
+    free(spec);
+    return st;
+}
