@@ -27,7 +27,9 @@ CFLAGS ?= $(OPT) -g
 # disable contraction), so hits and t compare bit-for-bit.
 ALL_CFLAGS := -std=c11 -Wall -Wextra -Wno-unused-parameter -ffp-contract=off -pthread \
               -D_GNU_SOURCE -Iinclude -I$(BUILD)/gen $(PKG_CFLAGS) $(CFLAGS)
-LDLIBS := $(PKG_LIBS) -lm -lpthread
+# CLBlast runs the MLP's GEMMs (src/learn/mlp.c); Debian's libclblast-dev has a .pc file, others may not.
+CLBLAST_LIBS := $(shell $(PKG_CONFIG) --libs clblast 2>/dev/null || echo -lclblast)
+LDLIBS := $(PKG_LIBS) $(CLBLAST_LIBS) -lm -lpthread
 VERSION := $(shell git describe --always --dirty 2>/dev/null || echo 0.1.0)
 
 # Embree 3 is used by `make bench` only, as the reference, when its headers exist.
@@ -102,8 +104,11 @@ ifeq ($(EMBREE),1)
   BENCH_FLAGS := -DMMD_HAVE_EMBREE=1
   BENCH_LIBS := -lembree3
 endif
+# OpenBLAS is the yardstick for the CLBlast MLP in tools/bench_mlp.c (bench only).
+OPENBLAS_CFLAGS := $(shell $(PKG_CONFIG) --cflags openblas 2>/dev/null || echo -I/usr/include/x86_64-linux-gnu/openblas-pthread)
+OPENBLAS_LIBS := $(shell $(PKG_CONFIG) --libs openblas 2>/dev/null || echo -lopenblas)
 $(BUILD)/bench: $(BENCH_SRC) $(wildcard tools/bench*.h) $(LIB)
-	$(CC) $(ALL_CFLAGS) $(BENCH_FLAGS) -o $@ $(BENCH_SRC) $(LIB) $(LDLIBS) $(BENCH_LIBS)
+	$(CC) $(ALL_CFLAGS) $(BENCH_FLAGS) $(OPENBLAS_CFLAGS) -o $@ $(BENCH_SRC) $(LIB) $(LDLIBS) $(BENCH_LIBS) $(OPENBLAS_LIBS)
 
 # Studies: one program per tools/study_*.c (physics figures, long parameter sweeps).
 STUDY_BIN := $(patsubst tools/%.c,$(BUILD)/%,$(wildcard tools/study_*.c))

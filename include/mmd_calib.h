@@ -110,10 +110,11 @@ mmd_status mmd_calib_materials(mmd_calib *c, mmd_material *out);
 /* Neural model: the network (NULL for the per-object model). Save with mmd_mlp_save. */
 mmd_mlp *mmd_calib_mlp(const mmd_calib *c);
 
-/* Predicted spectra of n poses with the current model (scale 1), through the same replay
- * as the loss: out[k * n_el * n_az + ...]. The neural model predicts this way. */
+/* Spectra (and everything else mmd_sim_aoa reports) of n poses with the current model
+ * (scale 1), through the same replay as the loss; pose_ids may be NULL (0..n-1). The
+ * neural model predicts this way. */
 mmd_status mmd_calib_predict(mmd_calib *c, const mmd_cfg_pose *poses, const size_t *pose_ids, size_t n,
-                             float *out);
+                             mmd_aoa_result *out);
 
 /* Parameter groups of the per-object model: count, group of an object, and the group's
  * name (its scene material's name, or the object's name without grouping). */

@@ -366,7 +366,17 @@ int main(void)
     expect_fail("wrong frequency", "calibrate cal.yaml --set scene.frequency_hz=28e9 -o bad3", "frequency_hz", "bad3");
     expect_fail("wrong grid", "calibrate cal.yaml --set 'aoa.azimuth_deg=[-90, 90, 5]' -o bad4", "azimuth_deg",
                 "bad4");
-    expect_fail("neural model", "calibrate cal.yaml --set train.model=neural -o bad5", "not available", "bad5");
+    expect_fail("neural field at triangles", "calibrate cal.yaml --set train.model=neural --set train.field_at=triangle -o bad5",
+                "field_at", "bad5");
+    /* the neural model end to end: calibrate, then predict spectra with it */
+    snprintf(cmd, sizeof cmd, "%s calibrate cal.yaml --set train.model=neural --set train.epochs=3 -o neural", g_bin);
+    rc = run(cmd, &out);
+    CHECK(rc == 0 && exists("neural/model/model.yaml") && exists("neural/result.json"), "neural calibrate: rc %d: %.400s",
+          rc, out);
+    snprintf(cmd, sizeof cmd, "%s predict truth.yaml --model neural -o neural_pred --set output.measurements=false", g_bin);
+    rc = run(cmd, &out);
+    CHECK(rc == 0 && exists("neural_pred/spectra.npy") && exists("neural_pred/result.json"),
+          "predict with the neural model: rc %d: %.400s", rc, out);
     expect_fail("resume without a checkpoint", "calibrate cal.yaml --resume -o bad6", "no checkpoint", "bad6");
     /* a damaged checkpoint is refused on --resume */
     snprintf(cmd, sizeof cmd, "mkdir -p bad7 && head -c 100 cal/checkpoint.bin > bad7/checkpoint.bin");

@@ -25,4 +25,15 @@ double bench_embree_build(bench_embree *e, const float *vertices, uint32_t n_ver
 double bench_embree_trace(bench_embree *e, const mmd_ray *rays, size_t n, int any, int threads, int32_t *prim,
                           uint32_t *occluded);
 
+/* CLBlast MLP (the neural material field, mmd_mlp.h) forward + backward at 65536 and
+ * 262144 rows next to OpenBLAS cblas_sgemm on the same GEMM shapes in this process
+ * (tools/bench_mlp.c). Prints human lines and BENCH lines; returns 0 on success. */
+struct mmd_cl;
+int bench_mlp(struct mmd_cl *cl);
+
+/* Coverage maps (both solver modes) and calibration steps (per-object and neural, path
+ * cache on and off) on a room PLY (tools/bench_calib.c); `dir` is a scratch directory. */
+int bench_coverage(struct mmd_cl *cl, const char *dir, const char *room_ply);
+int bench_calib(struct mmd_cl *cl, const char *dir, const char *room_ply);
+
 #endif

@@ -76,6 +76,7 @@ static mmd_status write_materials(const mmd_cli_run *r, mmd_calib *c, const char
 {
     char path[4300];
     snprintf(path, sizeof path, "%s/model", dir);
+    if (mmd_calib_mlp(c)) return mmd_mlp_save(mmd_calib_mlp(c), path); /* model.yaml + weight NPYs */
     mmd_status st = mmd_mkdirs(path);
     mmd_material *mats = mmd_malloc(r->scene->n_objects, sizeof *mats, "materials");
     if (!mats) return MMD_ERR_NOMEM;
@@ -192,13 +193,9 @@ int mmd_cmd_calibrate(const mmd_cli_opts *o, int argc, char **argv)
         st = mmd_error(MMD_ERR_INVALID, "%s: train.measurements is required by calibrate (a measurement set: the "
                        "measurements/ directory `mmdiff simulate` writes with output.measurements: true)",
                        r.exp_path);
-    if (st == MMD_OK && e->train.model == MMD_CFG_MODEL_NEURAL)
-        /* TODO(neural model): once mmd_calib.h offers a way to save the MLP (e.g.
-         * mmd_calib_save_model(c, dir) writing model.yaml + weight NPYs), call it in
-         * place of write_materials below and drop this refusal. Refused before training so
-         * that nobody trains for hours and then cannot save. */
-        st = mmd_error(MMD_ERR_INVALID, "%s: train.model: neural model: not available in this build (saving the "
-                       "neural field is not implemented yet); use train.model: per_object",
+    if (st == MMD_OK && e->train.model == MMD_CFG_MODEL_NEURAL && e->train.field_at == MMD_CFG_FIELD_AT_TRIANGLE)
+        st = mmd_error(MMD_ERR_INVALID, "%s: train.field_at: triangle is not implemented yet; use hit (the field is "
+                       "evaluated at every hit point)",
                        r.exp_path);
     mmd_measurements ms;
     memset(&ms, 0, sizeof ms);
@@ -210,7 +207,11 @@ int mmd_cmd_calibrate(const mmd_cli_opts *o, int argc, char **argv)
     mmd_calib *c = NULL;
     if (st == MMD_OK) {
         mmd_calib_options co = mmd_calib_defaults();
-        co.model = MMD_CALIB_PER_OBJECT;
+        co.model = e->train.model == MMD_CFG_MODEL_NEURAL ? MMD_CALIB_NEURAL : MMD_CALIB_PER_OBJECT;
+        co.mlp.octaves = e->train.octaves;
+        co.mlp.n_hidden = e->train.n_hidden;
+        for (int q = 0; q < e->train.n_hidden && q < MMD_MLP_MAX_HIDDEN; q++) co.mlp.hidden[q] = e->train.hidden[q];
+        co.mlp.seed = (uint64_t)e->train.seed;
         co.loss_floor_db = e->train.loss_floor_db;
         co.fit_scale = e->train.fit_scale;
         co.cache_bytes = (size_t)e->solver.cache_mb << 20;
@@ -252,8 +253,8 @@ int mmd_cmd_calibrate(const mmd_cli_opts *o, int argc, char **argv)
         g_stop = 0;
         sigaction(SIGINT, &sa, &old_int);
         sigaction(SIGTERM, &sa, &old_term);
-        mmd_info("calibrate: %s model, %zu parameters, lr %g, %d poses per step, %d epochs", "per_object",
-                 obj.n_params, to.lr, to.batch_poses, to.epochs);
+        mmd_info("calibrate: %s model, %zu parameters, lr %g, %d poses per step, %d epochs",
+                 mmd_calib_mlp(c) ? "neural" : "per_object", obj.n_params, to.lr, to.batch_poses, to.epochs);
         st = mmd_train_run(&obj, ms.n_poses, &to, &t);
         sigaction(SIGINT, &old_int, NULL);
         sigaction(SIGTERM, &old_term, NULL);
@@ -274,8 +275,8 @@ int mmd_cmd_calibrate(const mmd_cli_opts *o, int argc, char **argv)
                 printf("%-6zu %12.6g %12.6g %9.2f%s\n", i + 1, t.epochs[i].loss, t.epochs[i].val_loss,
                        t.epochs[i].seconds, (int)i + 1 == t.best_epoch ? "  <- kept" : "");
             const mmd_sim *sim = r.sim;
-            printf("%-24s %10s %14s %10s %10s\n", "object", "eps_r", "sigma [S/m]", "S", "K_x");
-            for (uint32_t k2 = 0; k2 < sim->n_mat; k2++) {
+            if (!mmd_calib_mlp(c)) printf("%-24s %10s %14s %10s %10s\n", "object", "eps_r", "sigma [S/m]", "S", "K_x");
+            for (uint32_t k2 = 0; !mmd_calib_mlp(c) && k2 < sim->n_mat; k2++) {
                 const mmd_material *m = &sim->materials[k2];
                 printf("%-24s %10.4g %14.4g %10.4g %10.4g\n", r.scene->objects[k2].name, m->eps_r, m->sigma_s_per_m,
                        m->scattering, m->xpd);
@@ -283,7 +284,8 @@ int mmd_cmd_calibrate(const mmd_cli_opts *o, int argc, char **argv)
             printf("best epoch %d (%s loss %.6g)%s; scale %.6g\n", t.best_epoch,
                    t.monitor_is_val ? "validation" : "training", t.best_loss, t.stopped_early ? ", stopped early" : "",
                    mmd_calib_scale(c));
-            printf("outputs: %s/ (model/materials.yaml, result.json, checkpoint.bin)\n", r.dir);
+            printf("outputs: %s/ (model/%s, result.json, checkpoint.bin)\n", r.dir,
+                   mmd_calib_mlp(c) ? "model.yaml + weight NPYs" : "materials.yaml");
             printf("time: %.2f s total, %.3f s per step\n", mmd_now() - r.t0,
                    t.steps ? t.seconds / (double)t.steps : 0.0);
         }

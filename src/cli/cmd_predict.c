@@ -14,6 +14,7 @@
 
 #include "mmd_train.h"
 #include "outputs.h"
+#include "mmd_calib.h"
 #include "run.h"
 
 static void progress(size_t done, size_t total, void *user)
@@ -28,10 +29,11 @@ static int is_file(const char *p)
     return stat(p, &sb) == 0 && S_ISREG(sb.st_mode);
 }
 
-/* DIR/materials.yaml or DIR/model/materials.yaml; the neural model's model.yaml is
- * recognised so that its absence of support is said plainly. */
-static mmd_status find_model(const char *dir, char *path, size_t cap)
+/* DIR/materials.yaml or DIR/model/materials.yaml (per-object model), or the neural
+ * model's DIR/model.yaml or DIR/model/model.yaml (*neural = 1, path = its directory). */
+static mmd_status find_model(const char *dir, char *path, size_t cap, int *neural_out)
 {
+    *neural_out = 0;
     const char *cand[2] = {"materials.yaml", "model/materials.yaml"};
     for (int k = 0; k < 2; k++) {
         snprintf(path, cap, "%s/%s", dir, cand[k]);
@@ -40,10 +42,11 @@ static mmd_status find_model(const char *dir, char *path, size_t cap)
     const char *neural[2] = {"model.yaml", "model/model.yaml"};
     for (int k = 0; k < 2; k++) {
         snprintf(path, cap, "%s/%s", dir, neural[k]);
-        if (is_file(path))
-            return mmd_error(MMD_ERR_INVALID, "%s: neural model: not available in this build (predict reads the "
-                             "per_object model's materials.yaml)",
-                             path);
+        if (is_file(path)) {
+            snprintf(path, cap, "%s%s", dir, k ? "/model" : "");
+            *neural_out = 1;
+            return MMD_OK;
+        }
     }
     struct stat sb;
     if (stat(dir, &sb) != 0)
@@ -102,7 +105,8 @@ int mmd_cmd_predict(const mmd_cli_opts *o, int argc, char **argv)
     if (rc) return rc;
     const mmd_experiment *e = &r.e;
     char model[4200], path[4300];
-    mmd_status st = find_model(model_dir, model, sizeof model);
+    int neural = 0;
+    mmd_status st = find_model(model_dir, model, sizeof model, &neural);
     mmd_material *mats = NULL;
     int *given = NULL;
     uint32_t n_obj = r.scene->n_objects;
@@ -112,11 +116,11 @@ int mmd_cmd_predict(const mmd_cli_opts *o, int argc, char **argv)
         if (!mats || !given) st = MMD_ERR_NOMEM;
     }
     double f_model = 0;
-    if (st == MMD_OK) {
+    if (st == MMD_OK && !neural) {
         memcpy(mats, r.sim->materials, n_obj * sizeof *mats);
         st = mmd_materials_yaml_read(model, r.scene, mats, given, &f_model);
     }
-    for (uint32_t k = 0; st == MMD_OK && k < n_obj; k++) {
+    for (uint32_t k = 0; st == MMD_OK && !neural && k < n_obj; k++) {
         if (!given[k]) mmd_warn("%s: no learned material for object '%s'; it keeps the experiment's", model,
                                 r.scene->objects[k].name);
         st = mmd_sim_set_material(r.sim, k, &mats[k]);
@@ -126,6 +130,18 @@ int mmd_cmd_predict(const mmd_cli_opts *o, int argc, char **argv)
                  "dependent)",
                  model, f_model * 1e-9, e->scene.frequency_hz * 1e-9);
     int cov = st == MMD_OK && wants_coverage(&r, argc, argv);
+    if (st == MMD_OK && neural && cov)
+        st = mmd_error(MMD_ERR_INVALID, "%s: coverage maps with the neural model are not implemented yet (the "
+                       "coverage estimator takes per-object materials); remove the coverage block or use a "
+                       "per_object model",
+                       r.exp_path);
+    mmd_calib *nc = NULL;
+    if (st == MMD_OK && neural) {
+        mmd_calib_options co = mmd_calib_defaults();
+        co.model = MMD_CALIB_NEURAL;
+        co.model_dir = model;
+        st = mmd_calib_create(r.sim, &co, &nc);
+    }
     if (st == MMD_OK && r.n_poses == 0 && !cov)
         st = mmd_error(MMD_ERR_INVALID, "%s: nothing to predict: no receiver poses (rx.poses / rx.poses_csv) and no "
                        "coverage block",
@@ -134,7 +150,8 @@ int mmd_cmd_predict(const mmd_cli_opts *o, int argc, char **argv)
     /* compute everything before writing anything */
     mmd_aoa_result res = {0};
     if (st == MMD_OK && r.n_poses)
-        st = mmd_sim_aoa(r.sim, r.poses, r.n_poses, &res, progress, NULL);
+        st = nc ? mmd_calib_predict(nc, r.poses, NULL, r.n_poses, &res)
+                : mmd_sim_aoa(r.sim, r.poses, r.n_poses, &res, progress, NULL);
     mmd_cli_coverage c;
     memset(&c, 0, sizeof c);
     if (st == MMD_OK && cov) st = mmd_cli_coverage_compute(&r, &c);
@@ -163,6 +180,7 @@ int mmd_cmd_predict(const mmd_cli_opts *o, int argc, char **argv)
     }
     mmd_cli_coverage_free(&c);
     mmd_aoa_result_free(&res);
+    mmd_calib_destroy(nc);
     free(mats);
     free(given);
     mmd_cli_run_close(&r);

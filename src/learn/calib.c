@@ -829,19 +829,12 @@ const char *mmd_calib_group_name(const mmd_calib *c, uint32_t g)
 
 mmd_mlp *mmd_calib_mlp(const mmd_calib *c) { return c->mlp; }
 
-mmd_status mmd_calib_predict(mmd_calib *c, const mmd_cfg_pose *poses, const size_t *pose_ids, size_t n, float *out)
+mmd_status mmd_calib_predict(mmd_calib *c, const mmd_cfg_pose *poses, const size_t *pose_ids, size_t n,
+                             mmd_aoa_result *out)
 {
     mmd_status st = upload_theta(c);
-    size_t bs = mmd_sim_batch_poses(c->s);
-    size_t nbins = (size_t)c->s->exp->aoa.azimuth_deg.count * c->s->exp->aoa.elevation_deg.count;
-    for (size_t first = 0; st == MMD_OK && first < n; first += bs) {
-        size_t nb = n - first < bs ? n - first : bs;
-        mmd_aoa_result res;
-        fill_ctx fc = {c, MMD_OK};
-        st = mmd_sim_aoa_ex(c->s, poses + first, pose_ids + first, nb, replay_fill, &fc, &res, NULL, NULL);
-        if (st == MMD_OK) memcpy(out + first * nbins, res.spectra, nb * nbins * sizeof *out);
-        if (st == MMD_OK) mmd_aoa_result_free(&res);
-    }
+    fill_ctx fc = {c, MMD_OK};
+    if (st == MMD_OK) st = mmd_sim_aoa_ex(c->s, poses, pose_ids, n, replay_fill, &fc, out, NULL, NULL);
     return st;
 }
 
