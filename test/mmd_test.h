@@ -77,4 +77,25 @@ static inline int mmd_test_done(const char *file)
 }
 #define TEST_DONE() mmd_test_done(__FILE__)
 
+
+/* Write n separate triangles (9 floats each) as a binary PLY at dir/name; 0 on failure. */
+static inline int mmd_test_write_ply(const char *dir, const char *name, const float *tri, int n)
+{
+    char path[1024];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    FILE *f = fopen(path, "wb");
+    if (!f) return 0;
+    fprintf(f, "ply\nformat binary_little_endian 1.0\nelement vertex %d\nproperty float x\nproperty float y\n"
+               "property float z\nelement face %d\nproperty list uchar int vertex_indices\nend_header\n",
+            3 * n, n);
+    fwrite(tri, sizeof(float), (size_t)9 * n, f);
+    for (int i = 0; i < n; i++) {
+        unsigned char c = 3;
+        int idx[3] = {3 * i, 3 * i + 1, 3 * i + 2};
+        fwrite(&c, 1, 1, f);
+        fwrite(idx, sizeof(int), 3, f);
+    }
+    return fclose(f) == 0;
+}
+
 #endif

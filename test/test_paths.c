@@ -574,23 +574,7 @@ static void test_box(void)
 }
 
 /* ---- occlusion: a floor and a small vertical blocker ------------------------------ */
-static void write_ply(const char *name, const float *tri, int n)
-{
-    char path[512];
-    snprintf(path, sizeof path, "%s/%s", g_dir, name);
-    FILE *f = fopen(path, "wb");
-    fprintf(f, "ply\nformat binary_little_endian 1.0\nelement vertex %d\nproperty float x\nproperty float y\n"
-               "property float z\nelement face %d\nproperty list uchar int vertex_indices\nend_header\n",
-            3 * n, n);
-    fwrite(tri, sizeof(float), (size_t)9 * n, f);
-    for (int i = 0; i < n; i++) {
-        unsigned char c = 3;
-        int idx[3] = {3 * i, 3 * i + 1, 3 * i + 2};
-        fwrite(&c, 1, 1, f);
-        fwrite(idx, sizeof(int), 3, f);
-    }
-    fclose(f);
-}
+static void write_ply(const char *name, const float *tri, int n) { mmd_test_write_ply(g_dir, name, tri, n); }
 
 static int paths_at(const char *ply, const double tx[3], const double rx[3])
 {
