@@ -41,9 +41,9 @@ extern "C" {
 
 /* Tree quality. FAST: the LBVH above, about 14 Mprims/s on 2 cores. SAH: a top-down
  * binned surface-area-heuristic build of the binary tree (32 bins per axis on the
- * triangle centroids, subtrees in parallel) and a cost-minimising collapse: several
- * times slower to build (about 3 Mprims/s), about 15-20% fewer node visits per ray and
- * faster traversal; for trees that are built once and traced many times. */
+ * triangle centroids, subtrees in parallel) and a cost-minimising collapse: five to six
+ * times slower to build (about 2 Mprims/s per core), about 15-20% fewer node visits per
+ * ray and faster traversal; for trees that are built once and traced many times. */
 enum { MMD_BVH_FAST = 0, MMD_BVH_SAH = 1 };
 
 typedef struct mmd_bvh_options {
