@@ -5,10 +5,10 @@
 #   tools/clblast_tune.sh tuners  DIR          run CLBlast's tuners on our shapes; JSON in DIR
 #   tools/clblast_tune.sh pick    DIR [K]      the K (default 4) fastest parameter sets of each
 #                                              tuner run, as tuning lines
-#   tools/clblast_tune.sh sweep   [ROWS]       time the forward GEMM (row-major ROWS x 64 x
-#                                              64, default 16384) for every GEMMK=1 Xgemm
-#                                              parameter set of CLBlast's own GEMMK=1 search
-#                                              space, fastest last
+#   tools/clblast_tune.sh sweep   [ROWS [full]] time the forward GEMM (row-major ROWS x 64 x
+#                                              64, default 16384) for GEMMK=1 Xgemm parameter
+#                                              sets of CLBlast's own GEMMK=1 search space
+#                                              (a subset unless "full"), fastest last
 #   tools/clblast_tune.sh compare FILE [ROUNDS] time the whole MLP step for every candidate
 #                                              of FILE, ROUNDS (default 3) alternating rounds
 #
@@ -139,15 +139,20 @@ sweep)
     # stage, so the GEMMK=1 space (its V=11 set: MWG, NWG in 16..64, MDIMC = MDIMA and
     # NDIMC = NDIMB in 4..16, VWM = VWN in 1..4, KREG a multiple of VWN) is swept here with
     # the same override API, on our own shape.
+    # "full" sweeps all 407 sets (~2.5 h on 2 cores: each set compiles CLBlast's GEMM
+    # program anew); the default keeps the sets that can suit our shape (MWG = 64 over the
+    # long row dimension, NWG 32/64 over the 64 features, vector width 2/4): 30 sets.
     rows=${1:-16384}
+    if [ "${2:-}" = full ]; then mwgs="16 32 64" nwgs="16 32 64" mds="4 8 16" vws="1 2 4" kregs="1 2 4"
+    else mwgs="64" nwgs="32 64" mds="8 16" vws="2 4" kregs="2 4 8"; fi
     build_step
-    for mwg in 16 32 64; do for nwg in 16 32 64; do for md in 4 8 16; do for nd in 4 8 16; do
-    for vw in 1 2 4; do for kreg in 1 2 4; do
+    for mwg in $mwgs; do for nwg in $nwgs; do for md in $mds; do for nd in 4 8 16; do
+    for vw in $vws; do for kreg in $kregs; do
         [ $((kreg % vw)) -eq 0 ] || continue
         [ $((mwg % (md * vw))) -eq 0 ] && [ $((nwg % (nd * vw))) -eq 0 ] || continue
         p="Xgemm: GEMMK=1 KREG=$kreg KWG=1 KWI=1 MDIMA=$md MDIMC=$md MWG=$mwg NDIMB=$nd NDIMC=$nd NWG=$nwg SA=0 SB=0 STRM=0 STRN=0 VWM=$vw VWN=$vw; GemmRoutine: XGEMM_MIN_INDIRECT_SIZE=1"
         line=$(MMDIFF_LOG=0 MMDIFF_CLBLAST_TUNE=off MMDIFF_CLBLAST_PARAMS="$p" "$bin" gemm "$rows" 3 2>/dev/null | tail -n 1)
-        echo "$line" | awk -v p="$p" '/cpu_ms/ {print $5, $7, p}'
+        echo "$line" | awk -v p="$p" '/cpu_ms/ {print $6, $10, p}'
     done; done; done; done; done; done | sort -rn -k1,1 | awk '{printf "%8.3f ms cpu %7.2f GFLOP/s per core-s: ", $1, $2; for (i = 3; i <= NF; i++) printf "%s ", $i; print ""}'
     ;;
 *)
