@@ -11,6 +11,10 @@
  * geometry and fixed parameters (SPEC 4 key rule), replaying a record with new materials
  * gives exactly the estimate a fresh trace would give, and its derivative.
  *
+ * solver.mode specular (the baseline) is calibrated by a host backend instead: the exact
+ * specular paths re-weighted with new materials (src/learn/calib_spec.c; per-object model,
+ * eps_r and sigma trained; docs/calibration.md "The specular baseline"). The API is the same.
+ *
  * Parameters. Every model is a vector of "raw" (unconstrained) floats that Adam updates;
  * the physical material follows SPEC 5's mapping:
  *     eps_r = 1 + exp(clip(o0, ln 1e-3, ln 199)),  sigma = exp(clip(o1, ln 1e-3, ln 1e6)),

@@ -95,6 +95,13 @@ mmd_status mmd_paths_solve(mmd_sim *s, const mmd_path_candidates *c, const doubl
 mmd_status mmd_paths_solve_pose(mmd_sim *s, const mmd_path_candidates *c, const mmd_cfg_pose *pose,
                                 mmd_path **paths, size_t *n_paths);
 
+/* Gain of a solved path (as in mmd_path.gain) with other materials `mats` (one per scene
+ * object) but the same geometry: tx is the TX position the candidates were shot from,
+ * rx_rot the receiver orientation the path was solved for (NULL = identity). Calibration
+ * of the specular baseline re-weights paths with this (src/learn/calib_spec.c). */
+double mmd_path_gain(const mmd_sim *s, const mmd_path *p, const double tx[3], const double rx_rot[9],
+                     const mmd_material *mats);
+
 /* paths.csv (docs/paths.md): one row per (pose, path), poses in order:
  *   pose,depth,length_m,delay_s,gain_db,arrival_az_deg,arrival_el_deg,departure_az_deg,
  *   departure_el_deg, then for k = 1..max_depth: vK_x_m,vK_y_m,vK_z_m,vK_object,vK_prim

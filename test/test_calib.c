@@ -592,6 +592,121 @@ static void test_neural(void)
     run_close(&r);
 }
 
+/* Specular baseline (calib_spec.c): exact paths re-weighted on the host. Without the
+ * diffuse background the re-weighted prediction is the specular model itself for any
+ * materials, so it must equal a fresh simulation; its gradient must equal central
+ * differences of the loss; Adam must recover the spectra. */
+static void test_specular(const char *pol)
+{
+    const char *sets[3] = {"solver.mode=specular", "solver.diffuse=false", pol};
+    size_t nbins = 0;
+    float *meas = truth_spectra(sets, 3, &nbins);
+    make_yaml(k_guess);
+    run r;
+    if (!meas || !run_open(&r, g_yaml, sets, 3)) {
+        CHECK(0, "specular runs");
+        free(meas);
+        return;
+    }
+    mmd_calib_options o = mmd_calib_defaults();
+    o.fit_scale = 0;
+    o.loss = MMD_CALIB_LOG_MSE;
+    mmd_calib *c = NULL;
+    if (mmd_calib_create(r.sim, &o, &c) != MMD_OK) {
+        CHECK(0, "specular calib create: %s", mmd_last_error());
+        run_close(&r);
+        free(meas);
+        return;
+    }
+    size_t n = r.e.rx.n_poses, ids[3] = {0, 1, 2}, np = mmd_calib_n_params(c);
+    const float *mp[3] = {meas, meas + nbins, meas + 2 * nbins};
+    float *raw = malloc(sizeof(float) * np), *grad = malloc(sizeof(float) * np), *p2 = malloc(sizeof(float) * np);
+    float *pred = malloc(sizeof(float) * n * nbins);
+    mmd_calib_get_params(c, raw);
+
+    /* re-weighted paths == the simulator, at the start and at other materials */
+    for (int trial = 0; trial < 2; trial++) {
+        memcpy(p2, raw, sizeof(float) * np);
+        if (trial)
+            for (size_t i = 0; i < np; i += 4) p2[i] += 0.3f, p2[i + 1] -= 0.5f;
+        mmd_calib_set_params(c, p2);
+        double loss;
+        CHECK(mmd_calib_loss(c, r.e.rx.poses, ids, mp, n, &loss, 0, pred) == MMD_OK, "specular %s loss: %s", pol,
+              mmd_last_error());
+        mmd_aoa_result ref;
+        if (mmd_calib_predict(c, r.e.rx.poses, ids, n, &ref) == MMD_OK) {
+            double worst = 0, mx = 0;
+            for (size_t q = 0; q < n * nbins; q++) mx = fmax(mx, ref.spectra[q]);
+            for (size_t q = 0; q < n * nbins; q++)
+                if (ref.spectra[q] > 1e-4 * mx) worst = fmax(worst, fabs(pred[q] / ref.spectra[q] - 1));
+            CHECK(worst < 1e-4, "specular %s: re-weighted paths equal a fresh simulation (%s materials, worst "
+                  "relative %.2e)", pol, trial ? "changed" : "starting", worst);
+            mmd_aoa_result_free(&ref);
+        } else {
+            CHECK(0, "specular predict: %s", mmd_last_error());
+        }
+    }
+    mmd_calib_set_params(c, raw);
+
+    /* gradient vs central differences of the loss (eps_r, sigma; S and K_x untrained) */
+    double loss;
+    mmd_calib_zero_grad(c);
+    CHECK(mmd_calib_loss(c, r.e.rx.poses, ids, mp, n, &loss, 1, NULL) == MMD_OK, "specular loss+grad");
+    mmd_calib_get_grad(c, grad);
+    double gmax = 0, worst = 0;
+    for (size_t i = 0; i < np; i++) gmax = fmax(gmax, fabs(grad[i]));
+    int checked = 0, untrained = 1;
+    for (size_t i = 0; i < np; i++) {
+        if (i % 4 >= 2) {
+            untrained &= grad[i] == 0.0f;
+            continue;
+        }
+        if (fabs(grad[i]) < 1e-2 * gmax) continue;
+        double h = 2e-3, lp, lm;
+        memcpy(p2, raw, sizeof(float) * np);
+        p2[i] = raw[i] + (float)h;
+        double hp = (double)p2[i] - raw[i];
+        mmd_calib_set_params(c, p2);
+        mmd_calib_loss(c, r.e.rx.poses, ids, mp, n, &lp, 0, NULL);
+        p2[i] = raw[i] - (float)h;
+        double hm = (double)raw[i] - p2[i];
+        mmd_calib_set_params(c, p2);
+        mmd_calib_loss(c, r.e.rx.poses, ids, mp, n, &lm, 0, NULL);
+        double fd = (lp - lm) / (hp + hm), rel = fabs(fd - grad[i]) / fabs(fd);
+        worst = fmax(worst, rel);
+        checked++;
+        printf("  specular %s: material %-12s %-5s analytic %+.6e  central diff %+.6e  rel %.1e\n", pol,
+               mmd_calib_group_name(c, (uint32_t)(i / 4)), i % 4 ? "sigma" : "eps_r", grad[i], fd, rel);
+    }
+    mmd_calib_set_params(c, raw);
+    CHECK(checked >= 3, "specular %s: enough gradients checked (%d)", pol, checked);
+    CHECK(worst < 1e-2, "specular %s: gradient = central differences of the loss (worst relative %.2e)", pol, worst);
+    CHECK(untrained, "specular %s: S and K_x are not trained", pol);
+
+    /* Adam recovers the spectra; each pose's paths were solved once */
+    double l0 = 0, l1 = 0;
+    mmd_calib_loss(c, r.e.rx.poses, ids, mp, n, &l0, 0, NULL);
+    for (int it = 0; it < 60; it++) {
+        double l;
+        mmd_calib_zero_grad(c);
+        mmd_calib_loss(c, r.e.rx.poses, ids, mp, n, &l, 1, NULL);
+        mmd_calib_adam(c, 0.05);
+    }
+    mmd_calib_loss(c, r.e.rx.poses, ids, mp, n, &l1, 0, NULL);
+    printf("specular %s: loss %.5f -> %.5f after 60 Adam steps\n", pol, l0, l1);
+    CHECK(l1 < 0.1 * l0, "specular %s: 60 Adam steps lower the loss 10x (%.5f -> %.5f)", pol, l0, l1);
+    mmd_calib_timing tm = mmd_calib_get_timing(c);
+    CHECK(tm.cache_misses == n, "specular %s: each pose's paths solved once (%zu, %zu cache hits)", pol,
+          tm.cache_misses, tm.cache_hits);
+    free(raw);
+    free(grad);
+    free(p2);
+    free(pred);
+    mmd_calib_destroy(c);
+    run_close(&r);
+    free(meas);
+}
+
 int main(void)
 {
     mmd_log_set_level(0);
@@ -599,7 +714,7 @@ int main(void)
         CHECK(0, "OpenCL: %s", mmd_last_error());
         return TEST_DONE();
     }
-    /* MMD_CALIB_ONLY=kernels|gradients|recovery|neural runs one group (development) */
+    /* MMD_CALIB_ONLY=kernels|gradients|recovery|neural|specular runs one group (development) */
     const char *only = getenv("MMD_CALIB_ONLY");
 #define RUN(group) (!only || !strcmp(only, group))
     test_mapping();
@@ -614,6 +729,10 @@ int main(void)
     }
     if (RUN("recovery")) test_recovery();
     if (RUN("neural")) test_neural();
+    if (RUN("specular")) {
+        test_specular("solver.polarization=scalar");
+        test_specular("solver.polarization=jones");
+    }
     mmd_cl_destroy(g_cl);
     return TEST_DONE();
 }

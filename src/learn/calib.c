@@ -4,7 +4,7 @@
  * own beam sum, the log-MAE loss, the transposed beam sum, the reverse sweep, and Adam
  * on the per-object raw parameters.
  */
-#include "mmd_calib.h"
+#include "calib_internal.h"
 #include "mmd_trace.h"
 
 #include <complex.h>
@@ -41,6 +41,7 @@ struct mmd_calib {
     mmd_calib_timing tm;
     mmd_calib_hook hook;
     void *hook_ctx;
+    mmd_calib_spec *spec; /* specular baseline: the exact-path backend (calib_spec.c) */
 };
 
 mmd_calib_options mmd_calib_defaults(void)
@@ -103,9 +104,10 @@ mmd_status mmd_calib_create(mmd_sim *s, const mmd_calib_options *opt, mmd_calib 
 {
     *out = NULL;
     const mmd_experiment *e = s->exp;
-    if (e->solver.mode != MMD_CFG_SOLVER_DIRECTIONAL)
-        return mmd_error(MMD_ERR_INVALID, "calibration: solver.mode must be directional (the specular baseline is "
-                                          "calibrated by the protocol tool, not by this engine)");
+    int specular = e->solver.mode == MMD_CFG_SOLVER_SPECULAR;
+    if (specular && opt->model != MMD_CALIB_PER_OBJECT)
+        return mmd_error(MMD_ERR_INVALID, "calibration: solver.mode specular supports train.model per_object only "
+                                          "(the neural field needs the directional model)");
     if (e->rx.array.mode == MMD_CFG_RX_MECHANICAL)
         return mmd_error(MMD_ERR_INVALID, "calibration: rx.array.mode mechanical is not supported; use a URA");
     if (e->solver.max_depth < 1 || e->solver.max_depth > MMD_CALIB_MAX_DEPTH)
@@ -148,6 +150,20 @@ mmd_status mmd_calib_create(mmd_sim *s, const mmd_calib_options *opt, mmd_calib 
     mmd_status st = c->raw && c->grad && c->adam_m && c->adam_v ? MMD_OK : MMD_ERR_NOMEM;
     for (uint32_t g = 0; st == MMD_OK && g < c->n_grp; g++)
         mmd_calib_material_to_raw(&s->materials[c->grp_obj[g]], c->raw + 4 * g);
+    if (specular) {
+        /* exact paths carry no S or K_x dependence the data can separate from eps_r and
+         * sigma (the diffuse background is held fixed), so only those two are trained */
+        if (c->o.train_mask[2] || c->o.train_mask[3])
+            mmd_info("calibration (specular baseline): training eps_r and sigma; S and K_x stay as given");
+        c->o.train_mask[2] = c->o.train_mask[3] = 0;
+        if (st == MMD_OK) st = mmd_calib_spec_create(s, s->materials, opt->cache_bytes, &c->spec);
+        if (st != MMD_OK) {
+            mmd_calib_destroy(c);
+            return st;
+        }
+        *out = c;
+        return MMD_OK;
+    }
     char opts[320];
     mmd_trace_cl_options(s->cl, opts, sizeof opts);
     snprintf(opts + strlen(opts), sizeof opts - strlen(opts), "-DMMD_SIM_FLAGS_CT=%uu -DMMD_CAL_MAX_DEPTH=%d ",
@@ -159,6 +175,19 @@ mmd_status mmd_calib_create(mmd_sim *s, const mmd_calib_options *opt, mmd_calib 
     if (st == MMD_OK) st = mmd_cl_kernel(s->cl, prog, "mmd_calib_dldc", &c->k_dldc);
     if (st == MMD_OK) st = mmd_cl_kernel(s->cl, prog, "mmd_calib_backward", &c->k_backward);
     if (st == MMD_OK) st = mmd_cl_kernel(s->cl, prog, "mmd_calib_positions", &c->k_pos);
+    if (st == MMD_OK) {
+        /* the per-pose working set as a whole, up front: a run too large for the device is
+         * refused here with what it needs, before anything is trained or written (the path
+         * cache later takes only what is left of the budget, pose by pose) */
+        size_t nv = (size_t)s->params.n_rays * s->params.max_depth;
+        cl_ulong per_v = sizeof(mmd_cal_vertex) + sizeof(cl_float4) + sizeof(cl_uint) +
+                         (opt->model == MMD_CALIB_NEURAL ? 3 * sizeof(float) + sizeof(cl_float4) : 0);
+        char what[160];
+        snprintf(what, sizeof what, "calibration: solver.rays %u x solver.max_depth %u path vertices (%u bytes each)",
+                 (unsigned)s->params.n_rays, (unsigned)s->params.max_depth, (unsigned)per_v);
+        st = mmd_cl_mem_check(s->cl, (cl_ulong)nv * per_v, (cl_ulong)nv * sizeof(mmd_cal_vertex), what,
+                              "lower solver.rays or solver.max_depth");
+    }
     if (st == MMD_OK && opt->model == MMD_CALIB_NEURAL) {
         st = opt->model_dir ? mmd_mlp_load(s->cl, opt->model_dir, &c->mlp) : mmd_mlp_create(s->cl, &opt->mlp, &c->mlp);
         size_t nv = (size_t)s->params.n_rays * s->params.max_depth;
@@ -197,6 +226,7 @@ void mmd_calib_destroy(mmd_calib *c)
     for (int i = 0; i < 8; i++)
         if (ms[i]) clReleaseMemObject(ms[i]);
     mmd_mlp_destroy(c->mlp);
+    mmd_calib_spec_destroy(c->spec);
     for (size_t i = 0; i < c->n_cache; i++) clReleaseMemObject(c->cache[i].rec);
     free(c->cache);
     free(c->grp_of);
@@ -214,6 +244,7 @@ void mmd_calib_destroy(mmd_calib *c)
  * now (into the cache when the budget allows, else into the scratch buffer). */
 static mmd_status get_records(mmd_calib *c, size_t pose_id, cl_uint b, cl_mem *rec)
 {
+    if (c->spec) return mmd_error(MMD_ERR_INVALID, "calibration: the specular baseline keeps no path records");
     for (size_t i = 0; i < c->n_cache; i++)
         if (c->cache[i].pose_id == pose_id) {
             c->tm.cache_hits++;
@@ -471,6 +502,97 @@ static mmd_status launch_dldc(mmd_calib *c, size_t n)
 }
 
 /* One chunk of at most mmd_sim_batch_poses poses. */
+/* ---- the loss (SPEC 5), shared with the specular backend --------------------------- */
+
+mmd_status mmd_calib_log_loss(const mmd_calib_options *o, const float *spectra, const float *const *meas, size_t n,
+                              size_t nbins, size_t n_total, double *loss_sum, double *g, float *pred, double *scale_out)
+{
+    /* per-pose floors and the global scale (median log ratio over bins well above the floor) */
+    double *floor = mmd_malloc(n, sizeof *floor, "loss");
+    double *ratios = mmd_malloc(n * nbins, sizeof *ratios, "loss");
+    mmd_status st = floor && ratios ? MMD_OK : MMD_ERR_NOMEM;
+    size_t nr_ = 0;
+    for (size_t k = 0; st == MMD_OK && k < n; k++) {
+        double mx = 0;
+        for (size_t q = 0; q < nbins; q++) mx = fmax(mx, meas[k][q]);
+        floor[k] = mx * pow(10.0, o->loss_floor_db / 10.0);
+        if (!(floor[k] > 0)) floor[k] = 1e-30;
+        const float *p = spectra + k * nbins;
+        for (size_t q = 0; q < nbins; q++)
+            if (meas[k][q] > 10 * floor[k] && p[q] > 0) ratios[nr_++] = log10((double)meas[k][q] / p[q]);
+    }
+    double scale = 1.0;
+    if (st == MMD_OK && o->fit_scale && nr_) {
+        qsort(ratios, nr_, sizeof *ratios, cmp_double);
+        double med = nr_ % 2 ? ratios[nr_ / 2] : 0.5 * (ratios[nr_ / 2 - 1] + ratios[nr_ / 2]);
+        scale = pow(10.0, med);
+    }
+    *scale_out = scale;
+    double inv = 1.0 / ((double)n_total * nbins);
+    for (size_t k = 0; st == MMD_OK && k < n; k++) {
+        const float *p = spectra + k * nbins;
+        for (size_t q = 0; q < nbins; q++) {
+            double sp = scale * p[q], lp = log10(sp + floor[k]), lm = log10((double)meas[k][q] + floor[k]);
+            double dl = lp - lm;
+            int mse = o->loss == MMD_CALIB_LOG_MSE;
+            *loss_sum += (mse ? dl * dl : fabs(dl)) * inv;
+            if (g) {
+                double sg = mse ? 2.0 * dl : dl > 0 ? 1.0 : dl < 0 ? -1.0 : 0.0;
+                g[k * nbins + q] = sg * inv * scale / ((sp + floor[k]) * M_LN10);
+            }
+            if (pred) pred[k * nbins + q] = (float)sp;
+        }
+    }
+    free(floor);
+    free(ratios);
+    return st;
+}
+
+/* Per-object gradients in physical parameters (acc[4 o + k]) onto the raw parameters of
+ * the objects' groups, in object order. */
+static void add_object_grad(mmd_calib *c, const double *acc)
+{
+    for (uint32_t o = 0; o < c->n_obj; o++) {
+        uint32_t gr = c->grp_of[o];
+        double jac[4];
+        raw_jacobian(c->raw + 4 * gr, jac);
+        for (int q = 0; q < 4; q++)
+            if (c->o.train_mask[q]) c->grad[4 * gr + q] += (float)(acc[4 * o + q] * jac[q]);
+    }
+}
+
+/* The current physical material of every object (per-object model). */
+static void current_materials(const mmd_calib *c, mmd_material *out)
+{
+    for (uint32_t o = 0; o < c->n_obj; o++) {
+        out[o] = c->s->materials[o];
+        mmd_calib_raw_to_material(c->raw + 4 * c->grp_of[o], &out[o]);
+    }
+}
+
+/* Specular baseline: the whole batch on the host (calib_spec.c). */
+static mmd_status spec_loss(mmd_calib *c, const mmd_cfg_pose *poses, const size_t *ids, const float *const *meas,
+                            size_t n, double *loss, int want_grad, float *pred)
+{
+    double t0 = mmd_now();
+    mmd_material *m = mmd_malloc(c->n_obj ? c->n_obj : 1, sizeof *m, "materials");
+    double *acc = want_grad ? mmd_calloc(4 * (size_t)(c->n_obj ? c->n_obj : 1), sizeof *acc, "gradient") : NULL;
+    mmd_status st = m && (!want_grad || acc) ? MMD_OK : MMD_ERR_NOMEM;
+    if (st == MMD_OK) current_materials(c, m);
+    if (st == MMD_OK)
+        st = mmd_calib_spec_loss(c->spec, &c->o, m, poses, ids, meas, n, n, loss, acc, pred, &c->scale);
+    if (st == MMD_OK && want_grad) add_object_grad(c, acc);
+    size_t built, hits, bytes;
+    mmd_calib_spec_stats(c->spec, &built, &hits, &bytes);
+    c->tm.cache_misses = built;
+    c->tm.cache_hits = hits;
+    c->tm.cache_bytes_used = bytes;
+    c->tm.host += mmd_now() - t0;
+    free(m);
+    free(acc);
+    return st;
+}
+
 static mmd_status loss_chunk(mmd_calib *c, const mmd_cfg_pose *poses, const size_t *ids, const float *const *meas,
                              size_t n, size_t n_total, double *loss_sum, int want_grad, float *pred)
 {
@@ -482,43 +604,9 @@ static mmd_status loss_chunk(mmd_calib *c, const mmd_cfg_pose *poses, const size
     mmd_status st = mmd_sim_aoa_ex(s, poses, ids, n, replay_fill, &fc, &res, NULL, NULL);
     if (st != MMD_OK) return st;
     double t0 = mmd_now();
-    /* per-pose floors and the global scale (median log ratio over bins well above the floor) */
-    double *floor = mmd_malloc(n, sizeof *floor, "loss");
-    double *ratios = mmd_malloc(n * nbins, sizeof *ratios, "loss");
     double *g = want_grad ? mmd_malloc(n * nbins, sizeof *g, "loss gradient") : NULL;
-    if (!floor || !ratios || (want_grad && !g)) st = MMD_ERR_NOMEM;
-    size_t nr_ = 0;
-    for (size_t k = 0; st == MMD_OK && k < n; k++) {
-        double mx = 0;
-        for (size_t q = 0; q < nbins; q++) mx = fmax(mx, meas[k][q]);
-        floor[k] = mx * pow(10.0, c->o.loss_floor_db / 10.0);
-        if (!(floor[k] > 0)) floor[k] = 1e-30;
-        const float *p = res.spectra + k * nbins;
-        for (size_t q = 0; q < nbins; q++)
-            if (meas[k][q] > 10 * floor[k] && p[q] > 0) ratios[nr_++] = log10((double)meas[k][q] / p[q]);
-    }
-    double scale = 1.0;
-    if (st == MMD_OK && c->o.fit_scale && nr_) {
-        qsort(ratios, nr_, sizeof *ratios, cmp_double);
-        double med = nr_ % 2 ? ratios[nr_ / 2] : 0.5 * (ratios[nr_ / 2 - 1] + ratios[nr_ / 2]);
-        scale = pow(10.0, med);
-    }
-    c->scale = scale;
-    double inv = 1.0 / ((double)n_total * nbins);
-    for (size_t k = 0; st == MMD_OK && k < n; k++) {
-        const float *p = res.spectra + k * nbins;
-        for (size_t q = 0; q < nbins; q++) {
-            double sp = scale * p[q], lp = log10(sp + floor[k]), lm = log10((double)meas[k][q] + floor[k]);
-            double dl = lp - lm;
-            int mse = c->o.loss == MMD_CALIB_LOG_MSE;
-            *loss_sum += (mse ? dl * dl : fabs(dl)) * inv;
-            if (g) {
-                double sg = mse ? 2.0 * dl : dl > 0 ? 1.0 : dl < 0 ? -1.0 : 0.0;
-                g[k * nbins + q] = sg * inv * scale / ((sp + floor[k]) * M_LN10);
-            }
-            if (pred) pred[k * nbins + q] = (float)sp;
-        }
-    }
+    if (want_grad && !g) st = MMD_ERR_NOMEM;
+    if (st == MMD_OK) st = mmd_calib_log_loss(&c->o, res.spectra, meas, n, nbins, n_total, loss_sum, g, pred, &c->scale);
     c->tm.host += mmd_now() - t0;
     if (st == MMD_OK && want_grad) {
         /* transposed beam sum: dL/dc per ray */
@@ -573,19 +661,11 @@ static mmd_status loss_chunk(mmd_calib *c, const mmd_cfg_pose *poses, const size
                 for (int q = 0; q < 4; q++) acc[4 * vo[v] + q] += dt[v].s[q];
             }
         }
-        for (uint32_t o = 0; st == MMD_OK && !c->mlp && o < c->n_obj; o++) {
-            uint32_t gr = c->grp_of[o];
-            double jac[4];
-            raw_jacobian(c->raw + 4 * gr, jac);
-            for (int q = 0; q < 4; q++)
-                if (c->o.train_mask[q]) c->grad[4 * gr + q] += (float)(acc[4 * o + q] * jac[q]);
-        }
+        if (st == MMD_OK && !c->mlp) add_object_grad(c, acc);
         free(dt);
         free(vo);
         free(acc);
     }
-    free(floor);
-    free(ratios);
     free(g);
     mmd_aoa_result_free(&res);
     return st;
@@ -596,6 +676,7 @@ mmd_status mmd_calib_loss(mmd_calib *c, const mmd_cfg_pose *poses, const size_t 
 {
     *loss = 0;
     if (!n) return mmd_error(MMD_ERR_INVALID, "calibration: no poses in the batch");
+    if (c->spec) return spec_loss(c, poses, pose_ids, measured, n, loss, want_grad, pred);
     mmd_status st = upload_theta(c);
     size_t bs = mmd_sim_batch_poses(c->s);
     size_t nbins = (size_t)c->s->exp->aoa.azimuth_deg.count * c->s->exp->aoa.elevation_deg.count;
@@ -703,6 +784,7 @@ mmd_calib_timing mmd_calib_get_timing(const mmd_calib *c) { return c->tm; }
 
 static mmd_status one_pose(mmd_calib *c, const mmd_cfg_pose *pose, size_t pose_id, cl_mem *rec)
 {
+    if (c->spec) return mmd_error(MMD_ERR_INVALID, "calibration: the specular baseline keeps no path records");
     mmd_status st = upload_theta(c);
     if (st == MMD_OK) st = mmd_sim_upload_poses(c->s, pose, &pose_id, 0, 1);
     if (st == MMD_OK) st = get_records(c, pose_id, 0, rec);
@@ -777,6 +859,7 @@ mmd_status mmd_calib_debug_backward(mmd_calib *c, const mmd_cfg_pose *pose, size
 mmd_status mmd_calib_debug_dldc(mmd_calib *c, const mmd_cfg_pose *pose, size_t pose_id, const double *g,
                                 float *dldc)
 {
+    if (c->spec) return mmd_error(MMD_ERR_INVALID, "calibration: the specular baseline has no per-ray gradients");
     mmd_sim *s = c->s;
     const mmd_experiment *e = s->exp;
     int cols = e->rx.array.cols, rows = e->rx.array.rows, nlag = (2 * cols - 1) * (2 * rows - 1);
@@ -832,6 +915,11 @@ mmd_mlp *mmd_calib_mlp(const mmd_calib *c) { return c->mlp; }
 mmd_status mmd_calib_predict(mmd_calib *c, const mmd_cfg_pose *poses, const size_t *pose_ids, size_t n,
                              mmd_aoa_result *out)
 {
+    if (c->spec) {
+        /* the specular model itself with the fitted materials, not its linearisation */
+        mmd_status st = mmd_calib_materials(c, NULL);
+        return st == MMD_OK ? mmd_sim_aoa_ex(c->s, poses, pose_ids, n, NULL, NULL, out, NULL, NULL) : st;
+    }
     mmd_status st = upload_theta(c);
     fill_ctx fc = {c, MMD_OK};
     if (st == MMD_OK) st = mmd_sim_aoa_ex(c->s, poses, pose_ids, n, replay_fill, &fc, out, NULL, NULL);

@@ -513,6 +513,59 @@ static int occluded(const mmd_scene *sc, const mmd_bvh *bvh, const double a[3], 
     return 1; /* hundreds of coplanar hits along one segment: give up, call it blocked */
 }
 
+/* Gain of a solved path with materials `mats` (per object): free space x TX pattern x the
+ * reflections (SPEC 3), Jones or scalar. Geometry only from the path and the scene, so
+ * calibration re-evaluates it for new materials without re-validating. */
+double mmd_path_gain(const mmd_sim *s, const mmd_path *p, const double tx[3], const double rx_rot[9],
+                     const mmd_material *mats)
+{
+    const mmd_scene *sc = s->scene;
+    int d = p->depth, jones = s->exp->solver.polarization == MMD_CFG_POL_JONES;
+    double txl[3], I3[9] = {1, 0, 0, 0, 1, 0, 0, 0, 1};
+    if (!rx_rot) rx_rot = I3;
+    mmd_to_local(s->tx_rot, p->dir_departure, txl);
+    double pol = 1.0;
+    double complex E[3];
+    double w[3];
+    theta_hat_world(s->tx_rot, txl, w);
+    for (int k = 0; k < 3; k++) E[k] = w[k];
+    for (int i = 0; i < d; i++) {
+        const double *a = i ? p->vertices[i - 1] : tx;
+        tri_geom g;
+        if (!tri_geom_of(sc, p->prims[i], &g)) return 0.0;
+        double kin[3] = {p->vertices[i][0] - a[0], p->vertices[i][1] - a[1], p->vertices[i][2] - a[2]};
+        double l = norm3(kin);
+        for (int k = 0; k < 3; k++) kin[k] /= l;
+        const mmd_material *m = &mats[p->objects[i]];
+        double c = fabs(dot3(kin, g.n));
+        double complex R[2], T[2];
+        mmd_material_fresnel(m, s->freq_hz, c > 1.0 ? 1.0 : c, R, T);
+        double keep = 1.0 - m->scattering * m->scattering;
+        if (jones) {
+            /* diag(R_TE, R_TM) in the TE/TM basis of this incidence; the TM vector turns
+             * with the wave (e_te x k_r) */
+            double ete[3], etm[3], kr[3], etm_r[3];
+            mmd_te_tm_basis(kin, g.n, ete, etm);
+            mmd_reflect(kin, g.n, kr);
+            cross3(ete, kr, etm_r);
+            double complex pte = 0, ptm = 0;
+            for (int k = 0; k < 3; k++) pte += ete[k] * E[k], ptm += etm[k] * E[k];
+            double sk = sqrt(keep);
+            for (int k = 0; k < 3; k++) E[k] = sk * (R[0] * pte * ete[k] + R[1] * ptm * etm_r[k]);
+        } else {
+            double r0 = cabs(R[0]), r1 = cabs(R[1]);
+            pol *= 0.5 * (r0 * r0 + r1 * r1) * keep;
+        }
+    }
+    if (jones) {
+        theta_hat_world(rx_rot, p->arrival_local, w);
+        double complex amp = 0;
+        for (int k = 0; k < 3; k++) amp += w[k] * E[k];
+        pol = creal(amp * conj(amp));
+    }
+    return mmd_free_space_gain(s->wavelength, p->length_m) * mmd_antenna_gain(&s->tx_ant, txl) * pol;
+}
+
 /* 1 and *p filled when the triangle sequence seq[0..d) carries a valid specular path. */
 static int validate(const solve_ctx *x, const uint32_t *seq, int d, mmd_path *p)
 {
@@ -583,45 +636,7 @@ static int validate(const solve_ctx *x, const uint32_t *seq, int d, mmd_path *p)
     p->arrival_az_deg = az / DEG;
     p->arrival_el_deg = el / DEG;
 
-    /* gain: free space x TX pattern x the reflections (SPEC 3), Jones or scalar */
-    double pol = 1.0;
-    double complex E[3];
-    double w[3];
-    theta_hat_world(s->tx_rot, txl, w);
-    for (int k = 0; k < 3; k++) E[k] = w[k];
-    for (int i = 0; i < d; i++) {
-        const double *a = i ? P[i - 1] : x->tx;
-        double kin[3] = {P[i][0] - a[0], P[i][1] - a[1], P[i][2] - a[2]};
-        double l = norm3(kin);
-        for (int k = 0; k < 3; k++) kin[k] /= l;
-        const mmd_material *m = &s->materials[p->objects[i]];
-        double c = fabs(dot3(kin, g[i].n));
-        double complex R[2], T[2];
-        mmd_material_fresnel(m, s->freq_hz, c > 1.0 ? 1.0 : c, R, T);
-        double keep = 1.0 - m->scattering * m->scattering;
-        if (x->jones) {
-            /* diag(R_TE, R_TM) in the TE/TM basis of this incidence; the TM vector turns
-             * with the wave (e_te x k_r) */
-            double ete[3], etm[3], kr[3], etm_r[3];
-            mmd_te_tm_basis(kin, g[i].n, ete, etm);
-            mmd_reflect(kin, g[i].n, kr);
-            cross3(ete, kr, etm_r);
-            double complex pte = 0, ptm = 0;
-            for (int k = 0; k < 3; k++) pte += ete[k] * E[k], ptm += etm[k] * E[k];
-            double sk = sqrt(keep);
-            for (int k = 0; k < 3; k++) E[k] = sk * (R[0] * pte * ete[k] + R[1] * ptm * etm_r[k]);
-        } else {
-            double r0 = cabs(R[0]), r1 = cabs(R[1]);
-            pol *= 0.5 * (r0 * r0 + r1 * r1) * keep;
-        }
-    }
-    if (x->jones) {
-        theta_hat_world(x->R, p->arrival_local, w);
-        double complex amp = 0;
-        for (int k = 0; k < 3; k++) amp += w[k] * E[k];
-        pol = creal(amp * conj(amp));
-    }
-    p->gain = mmd_free_space_gain(s->wavelength, L) * mmd_antenna_gain(&s->tx_ant, txl) * pol;
+    p->gain = mmd_path_gain(s, p, x->tx, x->R, s->materials);
     return 1;
 }
 
