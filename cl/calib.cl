@@ -184,6 +184,25 @@ __kernel void mmd_calib_positions(__global const mmd_cal_vertex *rec, uint n, fl
     vstore3(p, v, pos);
 }
 
+/* train.field_at: triangle. The scene triangle of every record vertex (CAL_EMPTY for an
+ * empty slot), for the host to list the triangles a pose touches... */
+__kernel void mmd_calib_tri_ids(__global const mmd_cal_vertex *rec, uint n, __global uint *tri)
+{
+    uint v = get_global_id(0);
+    if (v >= n) return;
+    tri[v] = rec[v].obj != CAL_EMPTY ? rec[v].tri : CAL_EMPTY;
+}
+
+/* ...and each vertex's field value from its triangle's (evaluated once, at the centroid). */
+__kernel void mmd_calib_scatter(__global const uint *map, uint n, __global const float4 *tri_theta,
+                                __global float4 *vtheta)
+{
+    uint v = get_global_id(0);
+    if (v >= n) return;
+    uint u = map[v];
+    vtheta[v] = u != CAL_EMPTY ? tri_theta[u] : (float4)(0.0f);
+}
+
 inline float2 cal_eta(float4 th, float sig2im) { return (float2)(th.x, -th.y * sig2im); }
 
 /* e_TX (world) of the connection direction v (unit, from the vertex to the TX) */

@@ -69,6 +69,9 @@ typedef struct mmd_calib_options {
     int train_mask[4];
     mmd_mlp_config mlp;     /* neural model: the network (mmd_mlp_defaults()) */
     const char *model_dir;  /* neural model: start from this saved network (NULL = init) */
+    int field_at_triangle;  /* neural model: evaluate the field once per triangle a pose's
+                               paths touch, at its centroid, instead of at every hit point
+                               (train.field_at: triangle; docs/calibration.md) */
 } mmd_calib_options;
 
 mmd_calib_options mmd_calib_defaults(void);

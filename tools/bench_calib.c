@@ -4,6 +4,7 @@
  * solver modes) and the calibration step (8 poses x 64k rays, depth 3, 8x8 URA, 181 x 91
  * bins) with and without the path cache, per-object and neural models.
  */
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -131,11 +132,12 @@ int bench_calib(struct mmd_cl *cl, const char *dir, const char *room_ply)
     size_t ids[16];
     const float *mp[16];
     for (size_t k = 0; k < n; k++) ids[k] = k, mp[k] = truth.spectra + k * nb;
-    const char *model_names[2] = {"per_object", "neural"};
-    for (int model = 0; model < 2; model++) {
-        for (int cached = 1; cached >= 0; cached--) {
+    const char *model_names[3] = {"per_object", "neural", "neural/tri"};
+    for (int model = 0; model < 3; model++) {
+        for (int cached = 1; cached >= (model == 2 ? 1 : 0); cached--) {
             mmd_calib_options o = mmd_calib_defaults();
             o.model = model ? MMD_CALIB_NEURAL : MMD_CALIB_PER_OBJECT;
+            o.field_at_triangle = model == 2; /* train.field_at: triangle */
             o.cache_bytes = cached ? (size_t)4 << 30 : 0;
             mmd_calib *c = NULL;
             if (mmd_calib_create(r.sim, &o, &c) != MMD_OK) {
@@ -161,12 +163,49 @@ int bench_calib(struct mmd_cl *cl, const char *dir, const char *room_ply)
             char name[96];
             if (model == 0)
                 snprintf(name, sizeof name, cached ? "calib_step_cached_ms_per_pose" : "calib_step_ms_per_pose");
+            else if (model == 2)
+                snprintf(name, sizeof name, "calib_step_cached_ms_per_pose_neural_field_at_triangle");
             else
                 snprintf(name, sizeof name, cached ? "calib_step_cached_ms_per_pose_neural" : "calib_step_ms_per_pose_neural");
             line(name, ms, "ms");
             mmd_calib_destroy(c);
         }
     }
+    /* accuracy of field_at triangle: the same network evaluated per hit point and per
+     * triangle centroid, spectra compared over the bins within 40 dB of each pose's peak */
+    mmd_aoa_result sp[2];
+    int ok = 0, got[2] = {0, 0};
+    for (int tri = 0; tri < 2; tri++) {
+        mmd_calib_options o = mmd_calib_defaults();
+        o.model = MMD_CALIB_NEURAL;
+        o.field_at_triangle = tri;
+        mmd_calib *c = NULL;
+        if (mmd_calib_create(r.sim, &o, &c) == MMD_OK && mmd_calib_predict(c, r.e.rx.poses, ids, n, &sp[tri]) == MMD_OK)
+            ok++, got[tri] = 1;
+        else
+            fprintf(stderr, "bench: field_at: %s\n", mmd_last_error());
+        mmd_calib_destroy(c);
+    }
+    if (ok == 2) {
+        double sum = 0, worst = 0;
+        size_t cnt = 0;
+        for (size_t k = 0; k < n; k++) {
+            const float *a = sp[0].spectra + k * nb, *b = sp[1].spectra + k * nb;
+            float mx = 0;
+            for (size_t q = 0; q < nb; q++) mx = a[q] > mx ? a[q] : mx;
+            for (size_t q = 0; q < nb; q++)
+                if (a[q] > 1e-4f * mx && b[q] > 0) {
+                    double d = fabs(10 * log10((double)b[q] / a[q]));
+                    sum += d, cnt++;
+                    worst = d > worst ? d : worst;
+                }
+        }
+        printf("field_at triangle vs hit, same network: mean |difference| %.4f dB, worst %.3f dB over %zu bins within "
+               "40 dB of the peaks\n", cnt ? sum / cnt : 0.0, worst, cnt);
+        line("calib_field_at_triangle_mean_abs_db", cnt ? sum / cnt : 0.0, "dB");
+    }
+    for (int k = 0; k < 2; k++)
+        if (got[k]) mmd_aoa_result_free(&sp[k]);
     mmd_aoa_result_free(&truth);
     close_run(&r);
     return 0;

@@ -193,10 +193,6 @@ int mmd_cmd_calibrate(const mmd_cli_opts *o, int argc, char **argv)
         st = mmd_error(MMD_ERR_INVALID, "%s: train.measurements is required by calibrate (a measurement set: the "
                        "measurements/ directory `mmdiff simulate` writes with output.measurements: true)",
                        r.exp_path);
-    if (st == MMD_OK && e->train.model == MMD_CFG_MODEL_NEURAL && e->train.field_at == MMD_CFG_FIELD_AT_TRIANGLE)
-        st = mmd_error(MMD_ERR_INVALID, "%s: train.field_at: triangle is not implemented yet; use hit (the field is "
-                       "evaluated at every hit point)",
-                       r.exp_path);
     mmd_measurements ms;
     memset(&ms, 0, sizeof ms);
     if (st == MMD_OK) st = mmd_measurements_read(e->train.measurements.path, &ms);
@@ -208,6 +204,7 @@ int mmd_cmd_calibrate(const mmd_cli_opts *o, int argc, char **argv)
     if (st == MMD_OK) {
         mmd_calib_options co = mmd_calib_defaults();
         co.model = e->train.model == MMD_CFG_MODEL_NEURAL ? MMD_CALIB_NEURAL : MMD_CALIB_PER_OBJECT;
+        co.field_at_triangle = e->train.field_at == MMD_CFG_FIELD_AT_TRIANGLE;
         co.mlp.octaves = e->train.octaves;
         co.mlp.n_hidden = e->train.n_hidden;
         for (int q = 0; q < e->train.n_hidden && q < MMD_MLP_MAX_HIDDEN; q++) co.mlp.hidden[q] = e->train.hidden[q];

@@ -139,6 +139,7 @@ int mmd_cmd_predict(const mmd_cli_opts *o, int argc, char **argv)
     if (st == MMD_OK && neural) {
         mmd_calib_options co = mmd_calib_defaults();
         co.model = MMD_CALIB_NEURAL;
+        co.field_at_triangle = e->train.field_at == MMD_CFG_FIELD_AT_TRIANGLE;
         co.model_dir = model;
         st = mmd_calib_create(r.sim, &co, &nc);
     }

@@ -28,9 +28,13 @@ struct mmd_calib {
     uint32_t *grp_obj;  /* group -> its first object (names, thickness) */
     float *raw, *grad, *adam_m, *adam_v;
     int64_t adam_step;
-    cl_kernel k_record, k_forward, k_dldc, k_backward, k_pos;
+    cl_kernel k_record, k_forward, k_dldc, k_backward, k_pos, k_tri_ids, k_scatter;
     mmd_mlp *mlp;          /* neural model */
     cl_mem d_pos, d_vtheta; /* neural: one pose's normalised hit points and field values */
+    /* field_at triangle: the pose's triangles (ascending id), vertex -> triangle slot */
+    cl_mem d_tri, d_map, d_ttheta, d_tdtheta;
+    uint32_t *h_tri, *h_map, *stamp; /* nv, nv, scene triangles */
+    size_t n_u;                      /* triangles of the last field evaluation */
     cl_mem d_theta, d_dtheta, d_vobj, d_dldc, d_H, d_scratch_rec;
     size_t cap_H, cap_dldc;
     cache_entry *cache;
@@ -175,6 +179,8 @@ mmd_status mmd_calib_create(mmd_sim *s, const mmd_calib_options *opt, mmd_calib 
     if (st == MMD_OK) st = mmd_cl_kernel(s->cl, prog, "mmd_calib_dldc", &c->k_dldc);
     if (st == MMD_OK) st = mmd_cl_kernel(s->cl, prog, "mmd_calib_backward", &c->k_backward);
     if (st == MMD_OK) st = mmd_cl_kernel(s->cl, prog, "mmd_calib_positions", &c->k_pos);
+    if (st == MMD_OK) st = mmd_cl_kernel(s->cl, prog, "mmd_calib_tri_ids", &c->k_tri_ids);
+    if (st == MMD_OK) st = mmd_cl_kernel(s->cl, prog, "mmd_calib_scatter", &c->k_scatter);
     if (st == MMD_OK) {
         /* the per-pose working set as a whole, up front: a run too large for the device is
          * refused here with what it needs, before anything is trained or written (the path
@@ -195,6 +201,23 @@ mmd_status mmd_calib_create(mmd_sim *s, const mmd_calib_options *opt, mmd_calib 
             st = mmd_cl_buffer(s->cl, CL_MEM_READ_WRITE, nv * 3 * sizeof(float), NULL, "field inputs", &c->d_pos);
         if (st == MMD_OK)
             st = mmd_cl_buffer(s->cl, CL_MEM_READ_WRITE, nv * sizeof(cl_float4), NULL, "field values", &c->d_vtheta);
+        if (st == MMD_OK && opt->field_at_triangle) {
+            /* at most one triangle per vertex, so nv bounds every per-triangle buffer */
+            c->h_tri = mmd_malloc(nv, sizeof *c->h_tri, "field triangles");
+            c->h_map = mmd_malloc(nv, sizeof *c->h_map, "field triangles");
+            c->stamp = mmd_malloc(s->scene->n_triangles ? s->scene->n_triangles : 1, sizeof *c->stamp, "field triangles");
+            if (!c->h_tri || !c->h_map || !c->stamp) st = MMD_ERR_NOMEM;
+            for (size_t t = 0; st == MMD_OK && t < s->scene->n_triangles; t++) c->stamp[t] = 0xffffffffu;
+            if (st == MMD_OK)
+                st = mmd_cl_buffer(s->cl, CL_MEM_READ_WRITE, nv * sizeof(cl_uint), NULL, "field triangles", &c->d_tri);
+            if (st == MMD_OK)
+                st = mmd_cl_buffer(s->cl, CL_MEM_READ_ONLY, nv * sizeof(cl_uint), NULL, "field triangles", &c->d_map);
+            if (st == MMD_OK)
+                st = mmd_cl_buffer(s->cl, CL_MEM_READ_WRITE, nv * sizeof(cl_float4), NULL, "field values", &c->d_ttheta);
+            if (st == MMD_OK)
+                st = mmd_cl_buffer(s->cl, CL_MEM_READ_ONLY, nv * sizeof(cl_float4), NULL, "field gradients",
+                                   &c->d_tdtheta);
+        }
     }
     size_t nr = s->params.n_rays, K = s->params.max_depth;
     c->rec_bytes = nr * K * sizeof(mmd_cal_vertex);
@@ -219,12 +242,16 @@ mmd_status mmd_calib_create(mmd_sim *s, const mmd_calib_options *opt, mmd_calib 
 void mmd_calib_destroy(mmd_calib *c)
 {
     if (!c) return;
-    cl_kernel ks[] = {c->k_record, c->k_forward, c->k_dldc, c->k_backward, c->k_pos};
-    for (int i = 0; i < 5; i++)
+    cl_kernel ks[] = {c->k_record, c->k_forward, c->k_dldc, c->k_backward, c->k_pos, c->k_tri_ids, c->k_scatter};
+    for (int i = 0; i < 7; i++)
         if (ks[i]) clReleaseKernel(ks[i]);
-    cl_mem ms[] = {c->d_theta, c->d_dtheta, c->d_vobj, c->d_dldc, c->d_H, c->d_scratch_rec, c->d_pos, c->d_vtheta};
-    for (int i = 0; i < 8; i++)
+    cl_mem ms[] = {c->d_theta, c->d_dtheta, c->d_vobj,  c->d_dldc, c->d_H,       c->d_scratch_rec,
+                   c->d_pos,   c->d_vtheta, c->d_tri,   c->d_map,  c->d_ttheta,  c->d_tdtheta};
+    for (int i = 0; i < 12; i++)
         if (ms[i]) clReleaseMemObject(ms[i]);
+    free(c->h_tri);
+    free(c->h_map);
+    free(c->stamp);
     mmd_mlp_destroy(c->mlp);
     mmd_calib_spec_destroy(c->spec);
     for (size_t i = 0; i < c->n_cache; i++) clReleaseMemObject(c->cache[i].rec);
@@ -321,6 +348,96 @@ static mmd_status upload_theta(mmd_calib *c)
 
 /* Neural model: the field at every recorded hit point of the pose into d_vtheta (the
  * activations stay for mmd_mlp_backward). */
+/* train.field_at: triangle. The triangles the pose's records touch, in ascending id
+ * order (a stamp per scene triangle, so no sort), their centroids through the field once,
+ * and each vertex's value from its triangle's. */
+static mmd_status eval_field_triangles(mmd_calib *c, cl_mem rec, cl_uint nv, const float lo[3], const float sc3[3])
+{
+    mmd_sim *s = c->s;
+    const mmd_scene *sc = s->scene;
+    cl_kernel k = c->k_tri_ids;
+    cl_int err = clSetKernelArg(k, 0, sizeof(cl_mem), &rec);
+    err |= clSetKernelArg(k, 1, sizeof(cl_uint), &nv);
+    err |= clSetKernelArg(k, 2, sizeof(cl_mem), &c->d_tri);
+    mmd_status st = mmd_cl_check(err, "set mmd_calib_tri_ids arguments");
+    size_t local = 64, global = (nv + local - 1) / local * local;
+    if (st == MMD_OK)
+        st = mmd_cl_check(clEnqueueNDRangeKernel(s->cl->queue, k, 1, NULL, &global, &local, 0, NULL, NULL),
+                          "launch mmd_calib_tri_ids");
+    if (st == MMD_OK)
+        st = mmd_cl_check(clEnqueueReadBuffer(s->cl->queue, c->d_tri, CL_TRUE, 0, nv * sizeof(cl_uint), c->h_tri, 0,
+                                              NULL, NULL),
+                          "read field triangles");
+    if (st != MMD_OK) return st;
+    uint32_t nt = sc->n_triangles;
+    for (cl_uint v = 0; v < nv; v++)
+        if (c->h_tri[v] < nt) c->stamp[c->h_tri[v]] = 0; /* touched */
+    size_t n_u = 0;
+    float *pos = mmd_malloc(nv ? nv : 1, 3 * sizeof *pos, "field inputs");
+    if (!pos) return MMD_ERR_NOMEM;
+    for (uint32_t t = 0; t < nt; t++) {
+        if (c->stamp[t] != 0) continue;
+        c->stamp[t] = (uint32_t)n_u;
+        for (int q = 0; q < 3; q++) {
+            float ctr = 0.0f;
+            for (int j = 0; j < 3; j++) ctr += sc->vertices[3 * (size_t)sc->indices[3 * (size_t)t + j] + q];
+            pos[3 * n_u + q] = (ctr / 3.0f - lo[q]) * sc3[q] - 1.0f;
+        }
+        n_u++;
+    }
+    for (cl_uint v = 0; v < nv; v++) c->h_map[v] = c->h_tri[v] < nt ? c->stamp[c->h_tri[v]] : 0xffffffffu;
+    for (cl_uint v = 0; v < nv; v++)
+        if (c->h_tri[v] < nt) c->stamp[c->h_tri[v]] = 0xffffffffu; /* ready for the next pose */
+    c->n_u = n_u;
+    if (n_u)
+        st = mmd_cl_check(clEnqueueWriteBuffer(s->cl->queue, c->d_pos, CL_TRUE, 0, n_u * 3 * sizeof(float), pos, 0,
+                                               NULL, NULL),
+                          "upload field inputs");
+    free(pos);
+    if (st == MMD_OK)
+        st = mmd_cl_check(clEnqueueWriteBuffer(s->cl->queue, c->d_map, CL_TRUE, 0, nv * sizeof(cl_uint), c->h_map, 0,
+                                               NULL, NULL),
+                          "upload field triangles");
+    if (st == MMD_OK && n_u) st = mmd_mlp_forward(c->mlp, c->d_pos, n_u, c->d_ttheta);
+    k = c->k_scatter;
+    err = clSetKernelArg(k, 0, sizeof(cl_mem), &c->d_map);
+    err |= clSetKernelArg(k, 1, sizeof(cl_uint), &nv);
+    err |= clSetKernelArg(k, 2, sizeof(cl_mem), &c->d_ttheta);
+    err |= clSetKernelArg(k, 3, sizeof(cl_mem), &c->d_vtheta);
+    if (st == MMD_OK) st = mmd_cl_check(err, "set mmd_calib_scatter arguments");
+    if (st == MMD_OK)
+        st = mmd_cl_check(clEnqueueNDRangeKernel(s->cl->queue, k, 1, NULL, &global, &local, 0, NULL, NULL),
+                          "launch mmd_calib_scatter");
+    return st;
+}
+
+/* The field's backward pass for the per-vertex gradients dt (host copy of c->d_dtheta):
+ * per hit point as they are, or summed per triangle in vertex order. */
+static mmd_status field_backward(mmd_calib *c, const cl_float4 *dt, size_t nv)
+{
+    if (!c->o.field_at_triangle) return mmd_mlp_backward(c->mlp, c->d_dtheta, nv);
+    size_t n_u = c->n_u;
+    if (!n_u) return MMD_OK;
+    double *acc = mmd_calloc(4 * n_u, sizeof *acc, "field gradients");
+    cl_float4 *tg = mmd_malloc(n_u, sizeof *tg, "field gradients");
+    mmd_status st = acc && tg ? MMD_OK : MMD_ERR_NOMEM;
+    for (size_t v = 0; st == MMD_OK && v < nv; v++) {
+        uint32_t u = c->h_map[v];
+        if (u == 0xffffffffu) continue;
+        for (int q = 0; q < 4; q++) acc[4 * u + q] += dt[v].s[q];
+    }
+    for (size_t u = 0; st == MMD_OK && u < n_u; u++)
+        for (int q = 0; q < 4; q++) tg[u].s[q] = (float)acc[4 * u + q];
+    if (st == MMD_OK)
+        st = mmd_cl_check(clEnqueueWriteBuffer(c->s->cl->queue, c->d_tdtheta, CL_TRUE, 0, n_u * sizeof *tg, tg, 0,
+                                               NULL, NULL),
+                          "upload field gradients");
+    if (st == MMD_OK) st = mmd_mlp_backward(c->mlp, c->d_tdtheta, n_u);
+    free(acc);
+    free(tg);
+    return st;
+}
+
 static mmd_status eval_field(mmd_calib *c, cl_mem rec)
 {
     mmd_sim *s = c->s;
@@ -332,6 +449,7 @@ static mmd_status eval_field(mmd_calib *c, cl_mem rec)
         lo[k] = sc->bbox_min[k];
         sc3[k] = (float)(ext > 0 ? 2.0 / ext : 0.0);
     }
+    if (c->o.field_at_triangle) return eval_field_triangles(c, rec, nv, lo, sc3);
     cl_kernel k = c->k_pos;
     cl_int err = clSetKernelArg(k, 0, sizeof(cl_mem), &rec);
     err |= clSetKernelArg(k, 1, sizeof(cl_uint), &nv);
@@ -651,7 +769,7 @@ static mmd_status loss_chunk(mmd_calib *c, const mmd_cfg_pose *poses, const size
             if (st == MMD_OK && c->hook) st = c->hook(c->hook_ctx, c, rec, (cl_uint)k, ids[k]);
             if (st == MMD_OK && c->mlp) {
                 t0 = mmd_now();
-                st = mmd_mlp_backward(c->mlp, c->d_dtheta, nv);
+                st = field_backward(c, dt, nv);
                 if (st == MMD_OK) st = mmd_cl_check(clFinish(s->cl->queue), "field backward");
                 c->tm.backward += mmd_now() - t0;
                 continue;
@@ -940,7 +1058,14 @@ mmd_status mmd_calib_debug_backward_mlp(mmd_calib *c, const mmd_cfg_pose *pose, 
                           "upload ray gradients");
     if (st == MMD_OK) st = launch_replay(c, c->k_backward, rec, 0, 1);
     if (st == MMD_OK) st = mmd_mlp_zero_grad(c->mlp);
-    if (st == MMD_OK) st = mmd_mlp_backward(c->mlp, c->d_dtheta, nv);
+    cl_float4 *dt = c->o.field_at_triangle ? mmd_malloc(nv, sizeof *dt, "vertex gradients") : NULL;
+    if (st == MMD_OK && c->o.field_at_triangle && !dt) st = MMD_ERR_NOMEM;
+    if (st == MMD_OK && dt)
+        st = mmd_cl_check(clEnqueueReadBuffer(c->s->cl->queue, c->d_dtheta, CL_TRUE, 0, nv * sizeof *dt, dt, 0, NULL,
+                                              NULL),
+                          "read vertex gradients");
+    if (st == MMD_OK) st = field_backward(c, dt, nv);
+    free(dt);
     if (st == MMD_OK) st = mmd_mlp_get_grads(c->mlp, grads);
     return st;
 }
