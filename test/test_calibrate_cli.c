@@ -366,8 +366,21 @@ int main(void)
     expect_fail("wrong frequency", "calibrate cal.yaml --set scene.frequency_hz=28e9 -o bad3", "frequency_hz", "bad3");
     expect_fail("wrong grid", "calibrate cal.yaml --set 'aoa.azimuth_deg=[-90, 90, 5]' -o bad4", "azimuth_deg",
                 "bad4");
-    expect_fail("neural field at triangles", "calibrate cal.yaml --set train.model=neural --set train.field_at=triangle -o bad5",
-                "field_at", "bad5");
+    expect_fail("neural specular baseline",
+                "calibrate cal.yaml --set train.model=neural --set solver.mode=specular -o bad5", "specular", "bad5");
+    /* train.field_at: triangle and the specular baseline, end to end */
+    snprintf(cmd, sizeof cmd,
+             "%s calibrate cal.yaml --set train.model=neural --set train.field_at=triangle --set train.epochs=2 -o tri",
+             g_bin);
+    rc = run(cmd, &out);
+    CHECK(rc == 0 && exists("tri/model/model.yaml") && exists("tri/result.json"),
+          "neural calibrate with the field at triangles: rc %d: %.400s", rc, out);
+    snprintf(cmd, sizeof cmd,
+             "%s calibrate cal.yaml --set train.model=per_object --set solver.mode=specular --set train.epochs=3 -o spec",
+             g_bin);
+    rc = run(cmd, &out);
+    CHECK(rc == 0 && exists("spec/model/materials.yaml") && exists("spec/result.json"),
+          "calibrate the specular baseline: rc %d: %.400s", rc, out);
     /* the neural model end to end: calibrate, then predict spectra with it */
     snprintf(cmd, sizeof cmd, "%s calibrate cal.yaml --set train.model=neural --set train.epochs=3 -o neural", g_bin);
     rc = run(cmd, &out);
