@@ -8,11 +8,17 @@
 #define MMD_CL_SIM_COMMON_H
 #include "sample.h"
 
+/* The per-pose rotation of the Fibonacci sphere (the same for every ray of the pose). */
+inline void aoa_ray_rotation(__constant const mmd_sim_params *P, uint pose_index, float rot[9])
+{
+    random_rotation(P->seed_lo, pose_index * 2u + 1u, rot);
+}
+
 /* Direction of ray `i` of pose `pose_index` in the receiver's local frame. */
 inline float3 aoa_ray_local(__constant const mmd_sim_params *P, uint pose_index, uint i)
 {
     float rot[9];
-    random_rotation(P->seed_lo, pose_index * 2u + 1u, rot);
+    aoa_ray_rotation(P, pose_index, rot);
     return mat3_mul(rot, fibonacci_dir(i, P->n_rays));
 }
 

@@ -257,103 +257,130 @@ static inline int4 isect_tri4(const mmd_isect_ray *r, __global const float *tf, 
 }
 
 
-/* Closest hit within [tr->tmin, tmax]: returns 1 and (t, prim, u, v) on a hit, else 0.
- * Equal t resolves to the smaller scene triangle id (mmd_isect_better). */
+/* Traversal state of one ray, advanced one node or leaf at a time by trav_*_step. The
+ * whole-ray queries below are loops over these steps; kernels that keep two rays per
+ * work-item (aoa.cl on CPU devices) alternate the steps of both, so one ray's node loads
+ * are in flight while the other's box tests run (a CPU core otherwise waits on every
+ * dependent load of a single traversal). Each ray takes the same decisions either way. */
+typedef struct mmd_trav {
+    mmd_trace_ray tr;
+    float best_t, best_u, best_v;
+    uint best_prim; /* 0xffffffff: no hit (any-hit queries set 0 when occluded) */
+    int sp;
+    int stack_c[MMD_TRACE_STACK];
+    float stack_t[MMD_TRACE_STACK];
+} mmd_trav;
+
+/* Start a query of the ray in s->tr over [s->tr.tmin, tmax]. */
+static inline void trav_start(mmd_trav *s, float tmax)
+{
+    s->best_t = tmax;
+    s->best_prim = 0xffffffffu;
+    s->best_u = s->best_v = 0.0f;
+    s->stack_c[0] = 0;
+    s->stack_t[0] = -INFINITY;
+    s->sp = 1;
+}
+
+/* One step of a closest-hit query; 0 once the query is finished. Equal t resolves to the
+ * smaller scene triangle id (mmd_isect_better). */
+static inline int trav_closest_step(__global const mmd_bvh8_node *nodes, __global const mmd_tri *tris, mmd_trav *s)
+{
+    if (s->sp == 0) return 0;
+    int sp = --s->sp;
+    int c = s->stack_c[sp];
+    /* entries were pushed with their entry distance; drop those beyond the best hit
+     * (same decision the box test would now make) */
+    if (s->stack_t[sp] > s->best_t) return 1;
+    if (c < 0) {
+        uint first, count;
+        leaf_range(c, &first, &count);
+        for (uint j = 0; j < count; j += 4) {
+            float4 t, V, W, rcp;
+            uint4 prim;
+            int4 ok = isect_tri4(&s->tr.r, (__global const float *)tris, first, first + count - 1, j, s->tr.tmin,
+                                 s->best_t, &t, &V, &W, &rcp, &prim);
+            if (!any4(ok)) continue;
+            /* the scalar loop's order: each candidate against the best so far */
+            float ts[4], vs[4], ws[4], rs[4];
+            uint ps[4];
+            int oks[4];
+            vstore4(t, 0, ts), vstore4(V, 0, vs), vstore4(W, 0, ws), vstore4(rcp, 0, rs);
+            vstore4(prim, 0, ps), vstore4(ok, 0, oks);
+            for (int l = 0; l < 4; l++) {
+                if (oks[l] && mmd_isect_better(ts[l], ps[l], s->best_t, s->best_prim)) {
+                    s->best_t = ts[l];
+                    s->best_prim = ps[l];
+                    s->best_u = vs[l] * rs[l];
+                    s->best_v = ws[l] * rs[l];
+                }
+            }
+        }
+        return 1;
+    }
+    __global const float *nd = (__global const float *)(nodes + c);
+    float8 tn;
+    int8 hit = box8(&s->tr, nd, s->best_t, &tn);
+    if (any8(hit)) s->sp = push_children(nodes, tris, nd, hit, tn, sp, s->stack_c, s->stack_t);
+    return 1;
+}
+
+/* One step of an any-hit query over [tmin, tmax]; 0 once finished (best_prim == 0 then
+ * means occluded). */
+static inline int trav_any_step(__global const mmd_bvh8_node *nodes, __global const mmd_tri *tris, mmd_trav *s)
+{
+    if (s->sp == 0) return 0;
+    int sp = --s->sp;
+    int c = s->stack_c[sp];
+    if (c < 0) {
+        uint first, count;
+        leaf_range(c, &first, &count);
+        for (uint j = 0; j < count; j += 4) {
+            float4 t, V, W, rcp;
+            uint4 prim;
+            if (any4(isect_tri4(&s->tr.r, (__global const float *)tris, first, first + count - 1, j, s->tr.tmin,
+                                s->best_t, &t, &V, &W, &rcp, &prim))) {
+                s->best_prim = 0;
+                s->sp = 0;
+                return 0;
+            }
+        }
+        return 1;
+    }
+    __global const float *nd = (__global const float *)(nodes + c);
+    float8 tn;
+    int8 hit = box8(&s->tr, nd, s->best_t, &tn);
+    if (any8(hit)) s->sp = push_children(nodes, tris, nd, hit, tn, sp, s->stack_c, s->stack_t);
+    return 1;
+}
+
+/* Closest hit within [tr->tmin, tmax]: returns 1 and (t, prim, u, v) on a hit, else 0. */
 static inline int trav_closest(__global const mmd_bvh8_node *nodes, __global const mmd_tri *tris,
                                const mmd_trace_ray *trp, float tmax, float *t_out, uint *prim_out, float *u_out,
                                float *v_out)
 {
-    mmd_trace_ray tr = *trp;
-    float best_t = tmax;
-    uint best_prim = 0xffffffffu;
-    float best_u = 0.0f, best_v = 0.0f;
-
-    int stack_c[MMD_TRACE_STACK];
-    float stack_t[MMD_TRACE_STACK];
-    stack_c[0] = 0;
-    stack_t[0] = -INFINITY;
-    int sp = 1;
-    while (sp > 0) {
-        sp--;
-        int c = stack_c[sp];
-        /* entries were pushed with their entry distance; drop those beyond the best hit
-         * (same decision the box test would now make) */
-        if (stack_t[sp] > best_t) continue;
-        if (c < 0) {
-            uint first, count;
-            leaf_range(c, &first, &count);
-            for (uint j = 0; j < count; j += 4) {
-                float4 t, V, W, rcp;
-                uint4 prim;
-                int4 ok = isect_tri4(&tr.r, (__global const float *)tris, first, first + count - 1, j, tr.tmin,
-                                     best_t, &t, &V, &W, &rcp, &prim);
-                if (!any4(ok)) continue;
-                /* the scalar loop's order: each candidate against the best so far */
-                float ts[4], vs[4], ws[4], rs[4];
-                uint ps[4];
-                int oks[4];
-                vstore4(t, 0, ts), vstore4(V, 0, vs), vstore4(W, 0, ws), vstore4(rcp, 0, rs);
-                vstore4(prim, 0, ps), vstore4(ok, 0, oks);
-                for (int l = 0; l < 4; l++) {
-                    if (oks[l] && mmd_isect_better(ts[l], ps[l], best_t, best_prim)) {
-                        best_t = ts[l];
-                        best_prim = ps[l];
-                        best_u = vs[l] * rs[l];
-                        best_v = ws[l] * rs[l];
-                    }
-                }
-            }
-            continue;
-        }
-        __global const float *nd = (__global const float *)(nodes + c);
-        float8 tn;
-        int8 hit = box8(&tr, nd, best_t, &tn);
-        if (!any8(hit)) continue;
-        sp = push_children(nodes, tris, nd, hit, tn, sp, stack_c, stack_t);
+    mmd_trav s;
+    s.tr = *trp;
+    trav_start(&s, tmax);
+    while (trav_closest_step(nodes, tris, &s)) {
     }
-    *t_out = best_t;
-    *prim_out = best_prim;
-    *u_out = best_u;
-    *v_out = best_v;
-    return best_prim != 0xffffffffu;
+    *t_out = s.best_t;
+    *prim_out = s.best_prim;
+    *u_out = s.best_u;
+    *v_out = s.best_v;
+    return s.best_prim != 0xffffffffu;
 }
 
 /* Any hit within [tr->tmin, tmax] (shadow rays): 1 if occluded. */
 static inline int trav_any(__global const mmd_bvh8_node *nodes, __global const mmd_tri *tris,
                            const mmd_trace_ray *trp, float tmax)
 {
-    mmd_trace_ray tr = *trp;
-    uint result = 0;
-
-    int stack_c[MMD_TRACE_STACK];
-    float stack_t[MMD_TRACE_STACK];
-    stack_c[0] = 0;
-    stack_t[0] = -INFINITY;
-    int sp = 1;
-    while (sp > 0 && !result) {
-        sp--;
-        int c = stack_c[sp];
-        if (c < 0) {
-            uint first, count;
-            leaf_range(c, &first, &count);
-            for (uint j = 0; j < count; j += 4) {
-                float4 t, V, W, rcp;
-                uint4 prim;
-                if (any4(isect_tri4(&tr.r, (__global const float *)tris, first, first + count - 1, j, tr.tmin, tmax,
-                                    &t, &V, &W, &rcp, &prim))) {
-                    result = 1;
-                    break;
-                }
-            }
-            continue;
-        }
-        __global const float *nd = (__global const float *)(nodes + c);
-        float8 tn;
-        int8 hit = box8(&tr, nd, tmax, &tn);
-        if (!any8(hit)) continue;
-        sp = push_children(nodes, tris, nd, hit, tn, sp, stack_c, stack_t);
+    mmd_trav s;
+    s.tr = *trp;
+    trav_start(&s, tmax);
+    while (trav_any_step(nodes, tris, &s)) {
     }
-    return (int)result;
+    return s.best_prim == 0;
 }
 
 #endif

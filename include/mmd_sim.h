@@ -56,11 +56,11 @@ typedef struct mmd_sim {
     cl_mem d_poses, d_out, d_partial;
     size_t cap_poses, cap_partial;
     cl_kernel k_trace, k_lags, k_dirs;
+    int rays_per_item; /* (pose, ray) pairs per work-item of mmd_aoa_trace */
     cl_kernel k_cov;             /* coverage.cl, built on first use */
     struct mmd_path_candidates *cand; /* specular mode: SBR candidates, shot on first use */
     cl_mem d_cov_cell, d_cov_val;
     size_t cap_cov;
-    size_t lag_wg;
     double t_trace, t_reduce, t_paths; /* accumulated seconds */
 } mmd_sim;
 

@@ -290,20 +290,16 @@ mmd_status mmd_sim_create(mmd_cl *cl, const mmd_scene *sc, const mmd_bvh *bvh, c
     cl_program prog = NULL;
     char opts[256];
     mmd_trace_cl_options(cl, opts, sizeof opts);
-    snprintf(opts + strlen(opts), sizeof opts - strlen(opts), "-DMMD_SIM_FLAGS_CT=%uu ", P->flags);
+    /* CPU cores hide the latency of one ray's node loads behind the other ray's work
+     * (cl/aoa.cl); GPUs do that across their many threads already */
+    s->rays_per_item = (cl->info.type & CL_DEVICE_TYPE_CPU) ? 2 : 1;
+    snprintf(opts + strlen(opts), sizeof opts - strlen(opts),
+             "-DMMD_SIM_FLAGS_CT=%uu -DMMD_AOA_PER_ITEM=%d -DMMD_AOA_COLS=%d -DMMD_AOA_ROWS=%d ", P->flags,
+             s->rays_per_item, e->rx.array.cols, e->rx.array.rows);
     if (st == MMD_OK) st = mmd_cl_program(cl, "aoa.cl", opts, &prog);
     if (st == MMD_OK) st = mmd_cl_kernel(cl, prog, "mmd_aoa_trace", &s->k_trace);
     if (st == MMD_OK) st = mmd_cl_kernel(cl, prog, "mmd_aoa_lags", &s->k_lags);
     if (st == MMD_OK) st = mmd_cl_kernel(cl, prog, "mmd_aoa_dirs", &s->k_dirs);
-    if (st == MMD_OK) {
-        int n_lags = e->rx.array.cols * (2 * e->rx.array.rows - 1);
-        size_t wg = 64; /* one lag per work-item */
-        while (wg < (size_t)n_lags) wg *= 2;
-        if (wg > cl->info.max_work_group)
-            st = mmd_error(MMD_ERR_INVALID, "rx.array: %d x %d elements need %d lags, more than this device's work-group (%zu) allows",
-                           e->rx.array.rows, e->rx.array.cols, n_lags, cl->info.max_work_group);
-        s->lag_wg = wg;
-    }
     if (st != MMD_OK) {
         mmd_sim_destroy(s);
         return st;
@@ -414,7 +410,8 @@ static mmd_status run_trace(mmd_sim *s, const mmd_cfg_pose *poses, const size_t 
     err |= clSetKernelArg(k, 7, sizeof(cl_uint), &np);
     err |= clSetKernelArg(k, 8, sizeof(cl_mem), &s->d_out);
     if (err != CL_SUCCESS) return mmd_cl_check(err, "set mmd_aoa_trace arguments");
-    size_t local = 64, global = (n * nr + local - 1) / local * local;
+    size_t items = (n * nr + (size_t)s->rays_per_item - 1) / (size_t)s->rays_per_item;
+    size_t local = 64, global = (items + local - 1) / local * local;
     double t0 = mmd_now();
     st = mmd_cl_check(clEnqueueNDRangeKernel(s->cl->queue, k, 1, NULL, &global, &local, 0, NULL, NULL),
                       "launch mmd_aoa_trace");
@@ -789,7 +786,9 @@ mmd_status mmd_sim_aoa_ex(mmd_sim *s, const mmd_cfg_pose *poses, const size_t *i
     double *ex_c = NULL, *ex_u = NULL;
     size_t cap_ex = 0;
     size_t bs = batch_size(s);
-    const uint32_t rays_per_group = 4096;
+    /* rays per work-item of the lag reduction: enough work-items per pose for a GPU, few
+     * enough partial sums to add on the host */
+    const uint32_t rays_per_group = 512;
     size_t groups_per_pose = (nr + rays_per_group - 1) / rays_per_group;
     float *c_host = mmd_malloc(bs * nr, sizeof(float), "per-ray powers");
     float *dirs = mech ? mmd_malloc(bs * nr * 3, sizeof(float), "ray directions") : NULL;
@@ -824,11 +823,9 @@ mmd_status mmd_sim_aoa_ex(mmd_sim *s, const mmd_cfg_pose *poses, const size_t *i
         }
     }
     double norm = s->ura.sum_col * s->ura.sum_col * s->ura.sum_row * s->ura.sum_row;
-    cl_int i_cols = cols, i_rows = rows, rx_kind = (cl_int)s->rx_ant.kind;
+    cl_int rx_kind = (cl_int)s->rx_ant.kind;
     cl_float rx_q = (float)s->rx_ant.q, rx_g0 = (float)s->rx_ant.g0, f_kappa = (float)kappa;
     cl_uint rpg = rays_per_group;
-    size_t local_bytes_w = s->lag_wg * sizeof(float), local_bytes_y = s->lag_wg * cols * sizeof(cl_float2),
-           local_bytes_z = s->lag_wg * rows * sizeof(cl_float2);
     for (size_t first = 0; st == MMD_OK && first < n; first += bs) {
         size_t nb = n - first < bs ? n - first : bs;
         if (mc && fill) {
@@ -858,20 +855,15 @@ mmd_status mmd_sim_aoa_ex(mmd_sim *s, const mmd_cfg_pose *poses, const size_t *i
             err |= clSetKernelArg(k, 4, sizeof(cl_int), &rx_kind);
             err |= clSetKernelArg(k, 5, sizeof(cl_float), &rx_q);
             err |= clSetKernelArg(k, 6, sizeof(cl_float), &rx_g0);
-            err |= clSetKernelArg(k, 7, sizeof(cl_int), &i_cols);
-            err |= clSetKernelArg(k, 8, sizeof(cl_int), &i_rows);
-            err |= clSetKernelArg(k, 9, sizeof(cl_float), &f_kappa);
-            err |= clSetKernelArg(k, 10, sizeof(cl_uint), &rpg);
-            err |= clSetKernelArg(k, 11, sizeof(cl_mem), &s->d_partial);
-            err |= clSetKernelArg(k, 12, local_bytes_w, NULL);
-            err |= clSetKernelArg(k, 13, local_bytes_y, NULL);
-            err |= clSetKernelArg(k, 14, local_bytes_z, NULL);
+            err |= clSetKernelArg(k, 7, sizeof(cl_float), &f_kappa);
+            err |= clSetKernelArg(k, 8, sizeof(cl_uint), &rpg);
+            err |= clSetKernelArg(k, 9, sizeof(cl_mem), &s->d_partial);
             if (err != CL_SUCCESS) {
                 st = mmd_cl_check(err, "set mmd_aoa_lags arguments");
                 goto done_batch;
             }
-            size_t local = s->lag_wg, global = nb * groups_per_pose * local;
-            st = mmd_cl_check(clEnqueueNDRangeKernel(s->cl->queue, k, 1, NULL, &global, &local, 0, NULL, NULL),
+            size_t global = nb * groups_per_pose;
+            st = mmd_cl_check(clEnqueueNDRangeKernel(s->cl->queue, k, 1, NULL, &global, NULL, 0, NULL, NULL),
                               "launch mmd_aoa_lags");
             if (st == MMD_OK)
                 st = mmd_cl_check(clEnqueueReadBuffer(s->cl->queue, s->d_partial, CL_TRUE, 0,

@@ -64,7 +64,9 @@ static mmd_status build_kernel(mmd_sim *s)
     if (s->k_cov) return MMD_OK;
     char opts[256];
     mmd_trace_cl_options(s->cl, opts, sizeof opts);
-    snprintf(opts + strlen(opts), sizeof opts - strlen(opts), "-DMMD_SIM_FLAGS_CT=%uu ", s->params.flags);
+    /* two rays per work-item on CPU devices, as for the AoA kernel (s->rays_per_item) */
+    snprintf(opts + strlen(opts), sizeof opts - strlen(opts), "-DMMD_SIM_FLAGS_CT=%uu -DMMD_COV_PER_ITEM=%d ",
+             s->params.flags, s->rays_per_item);
     cl_program prog = NULL;
     mmd_status st = mmd_cl_program(s->cl, "coverage.cl", opts, &prog);
     if (st == MMD_OK) st = mmd_cl_kernel(s->cl, prog, "mmd_coverage_trace", &s->k_cov);
@@ -136,7 +138,8 @@ mmd_status mmd_sim_coverage(mmd_sim *s, const mmd_cfg_coverage *c, mmd_coverage_
         err |= clSetKernelArg(k, 15, sizeof(cl_mem), &s->d_cov_cell);
         err |= clSetKernelArg(k, 16, sizeof(cl_mem), &s->d_cov_val);
         st = mmd_cl_check(err, "set mmd_coverage_trace arguments");
-        size_t local = 64, global = (n + local - 1) / local * local;
+        size_t items = (n + (size_t)s->rays_per_item - 1) / (size_t)s->rays_per_item;
+        size_t local = 64, global = (items + local - 1) / local * local;
         double t0 = mmd_now();
         if (st == MMD_OK)
             st = mmd_cl_check(clEnqueueNDRangeKernel(s->cl->queue, k, 1, NULL, &global, &local, 0, NULL, NULL),
