@@ -592,6 +592,83 @@ static void test_neural(void)
     run_close(&r);
 }
 
+/* Issue 5: the neural field reaches a held-out-pose log-MAE within 20% of the
+ * ground-truth model's. The measurements and the models sample independently (other
+ * seed), so even the ground-truth materials leave a Monte Carlo residual; the field is
+ * trained on 6 poses and judged on 2 it never saw. */
+static void test_heldout(void)
+{
+    const char *poses_yaml =
+        "    - {position_m: [1.5, 0.6, 1.2], yaw_deg: 90}\n"
+        "    - {position_m: [0.5, 1.5, 1.2], yaw_deg: 60}\n"
+        "    - {position_m: [2.5, 2.0, 1.4], yaw_deg: 120, pitch_deg: 10}\n"
+        "    - {position_m: [1.0, 3.0, 1.0], yaw_deg: 0, pitch_deg: 20}\n"
+        "    - {position_m: [1.5, 2.2, 2.4], yaw_deg: 270, pitch_deg: -40}\n"
+        "    - {position_m: [2.2, 3.4, 1.5], yaw_deg: 200}\n"
+        "    - {position_m: [0.8, 2.4, 1.3], yaw_deg: 30, pitch_deg: 10}\n"
+        "    - {position_m: [2.0, 1.2, 1.8], yaw_deg: 150, pitch_deg: -10}\n";
+    char yaml[6000];
+    const char *fmt =
+        "scene:\n  file: %s/scenes/indoor/nist_conference_room/scene.yaml\n  frequency_hz: 60.0e9\n  materials:\n%s"
+        "tx: {position_m: [1.5, 4.2, 2.2], pattern: iso}\n"
+        "rx:\n  array: {rows: 4, cols: 4, spacing_wavelengths: 0.5, window: hann, element: patch}\n  poses:\n%s"
+        "aoa: {azimuth_deg: [-90, 90, 3], elevation_deg: [-45, 45, 3]}\n"
+        "solver: {rays: %d, max_depth: 3, seed: %d, polarization: jones}\n";
+    const int rays = getenv("MMD_HELDOUT_RAYS") ? atoi(getenv("MMD_HELDOUT_RAYS")) : 6000;
+    snprintf(yaml, sizeof yaml, fmt, mmd_test_shared(), k_truth, poses_yaml, 4 * rays, 5);
+    run r;
+    mmd_aoa_result gt;
+    if (!run_open(&r, yaml, NULL, 0) || mmd_sim_aoa(r.sim, r.e.rx.poses, r.e.rx.n_poses, &gt, NULL, NULL) != MMD_OK) {
+        CHECK(0, "held-out: truth: %s", mmd_last_error());
+        run_close(&r);
+        return;
+    }
+    run_close(&r);
+    size_t nbins = (size_t)gt.n_az * gt.n_el, ids[8];
+    const float *mp[8];
+    for (size_t k = 0; k < 8; k++) ids[k] = k, mp[k] = gt.spectra + k * nbins;
+    const size_t n_train = 6, n_val = 2;
+    mmd_calib_options o = mmd_calib_defaults();
+    o.fit_scale = 0;
+    o.loss = MMD_CALIB_LOG_MAE;
+    /* the ground-truth model, sampled independently of the measurements */
+    double l_gt = -1, l_start = -1, l_nn = -1;
+    snprintf(yaml, sizeof yaml, fmt, mmd_test_shared(), k_truth, poses_yaml, rays, 11);
+    mmd_calib *c = NULL;
+    if (run_open(&r, yaml, NULL, 0) && mmd_calib_create(r.sim, &o, &c) == MMD_OK)
+        mmd_calib_loss(c, r.e.rx.poses + n_train, ids + n_train, mp + n_train, n_val, &l_gt, 0, NULL);
+    mmd_calib_destroy(c);
+    run_close(&r);
+    /* the neural field from its seeded initialisation */
+    snprintf(yaml, sizeof yaml, fmt, mmd_test_shared(), k_guess, poses_yaml, rays, 11);
+    o.model = MMD_CALIB_NEURAL;
+    o.mlp.seed = 1;
+    c = NULL;
+    const int steps = getenv("MMD_HELDOUT_STEPS") ? atoi(getenv("MMD_HELDOUT_STEPS")) : 150;
+    const double lr = getenv("MMD_HELDOUT_LR") ? atof(getenv("MMD_HELDOUT_LR")) : 5e-3;
+    double t0 = mmd_now(), l = 0;
+    if (run_open(&r, yaml, NULL, 0) && mmd_calib_create(r.sim, &o, &c) == MMD_OK) {
+        mmd_calib_loss(c, r.e.rx.poses + n_train, ids + n_train, mp + n_train, n_val, &l_start, 0, NULL);
+        for (int it = 0; it < steps; it++) {
+            mmd_calib_zero_grad(c);
+            mmd_calib_loss(c, r.e.rx.poses, ids, mp, n_train, &l, 1, NULL);
+            mmd_calib_adam(c, lr);
+        }
+        mmd_calib_loss(c, r.e.rx.poses + n_train, ids + n_train, mp + n_train, n_val, &l_nn, 0, NULL);
+    }
+    printf("held-out log-MAE (2 poses): ground-truth materials %.4f, neural field %.4f after %d steps (start %.4f, "
+           "last training loss %.4f), %.1f s\n",
+           l_gt, l_nn, steps, l_start, l, mmd_now() - t0);
+    CHECK(l_gt > 0 && l_nn > 0, "held-out: losses computed (%s)", mmd_last_error());
+    CHECK(l_start > 1.5 * l_gt, "held-out: the untrained field is clearly worse than the ground truth (%.4f vs %.4f)",
+          l_start, l_gt);
+    CHECK(l_nn <= 1.2 * l_gt, "held-out: the neural field's log-MAE is within 20%% of the ground-truth model's "
+          "(%.4f vs %.4f, ratio %.3f)", l_nn, l_gt, l_nn / l_gt);
+    mmd_calib_destroy(c);
+    run_close(&r);
+    mmd_aoa_result_free(&gt);
+}
+
 /* train.field_at: triangle. A constant field gives the same spectra as per-hit
  * evaluation, bit for bit; the MLP gradient through the per-triangle sums equals central
  * differences of the loss. */
@@ -808,7 +885,7 @@ int main(void)
         CHECK(0, "OpenCL: %s", mmd_last_error());
         return TEST_DONE();
     }
-    /* MMD_CALIB_ONLY=kernels|gradients|recovery|neural|specular runs one group (development) */
+    /* MMD_CALIB_ONLY=kernels|gradients|recovery|heldout|neural|specular runs one group (development) */
     const char *only = getenv("MMD_CALIB_ONLY");
 #define RUN(group) (!only || !strcmp(only, group))
     test_mapping();
@@ -822,6 +899,8 @@ int main(void)
         test_gradients("solver.polarization=jones", MMD_CALIB_LOG_MAE);
     }
     if (RUN("recovery")) test_recovery();
+    /* minutes of neural training: a study, run on request only (docs/calibration.md) */
+    if (only && !strcmp(only, "heldout")) test_heldout();
     if (RUN("neural")) {
         test_neural();
         test_field_triangle();
