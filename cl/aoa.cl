@@ -108,8 +108,6 @@ inline void aoa_continue(aoa_ray *s, const aoa_scene *sc)
     __constant const mmd_sim_params *P = sc->P;
     const uint flags = AOA_FLAGS(P);
     const int jones = (flags & MMD_SIM_JONES) != 0;
-    const int specular = (flags & MMD_SIM_SPECULAR) != 0;
-    const int use_diffuse = (flags & MMD_SIM_DIFFUSE) != 0;
     const int use_trans = (flags & MMD_SIM_TRANSMIT) != 0;
     if (s->depth == P->max_depth) {
         s->phase = AOA_DONE;
@@ -144,38 +142,16 @@ inline void aoa_continue(aoa_ray *s, const aoa_scene *sc)
     }
     float p_refl = 1.0f - p_t;
     u0 = (u0 - p_t) / p_refl; /* reuse the remaining uniform for the next choice */
-    float p_d = use_diffuse ? P->p_diffuse : 0.0f;
-    float S2 = m.scattering * m.scattering;
     float3 omega;
-    int diffuse_event = u0 < p_d;
-    if (diffuse_event) {
-        omega = diffuse_sample(n, u1, u2);
-    } else if (specular) {
-        omega = reflect3(d, n);
-    } else {
-        omega = lobe_sample(m.alpha, reflect3(d, n), u1, u2);
-    }
-    float cos_o = dot(omega, n);
-    if (cos_o <= 0.0f) { /* below the surface: zero weight */
+    float weight;
+    int diffuse_event = sim_reflect_event(P, flags, &m, sc->lobe_coef, d, n, p_refl, u0, u1, u2, 1, &omega, &weight);
+    if (diffuse_event < 0) {
         s->phase = AOA_DONE;
         return;
     }
     float2 R[2], T[2];
-    fresnel_rt(eta, m.thickness_m, P->k0, cos_o, R, T);
+    fresnel_rt(eta, m.thickness_m, P->k0, dot(omega, n), R, T);
     float3 k_i = -omega, k_s = -d;
-    float weight;
-    if (diffuse_event) {
-        weight = S2 / (p_refl * p_d); /* f/pdf = 1 for cosine sampling */
-    } else if (specular) {
-        weight = (1.0f - S2) / (p_refl * (1.0f - p_d));
-    } else {
-        float F = lobe_norm(m.lobe_A, sc->lobe_coef + m.coef_off, (int)m.ncoef, cos_o);
-        weight = (1.0f - S2) * (4.0f * MMD_PI / ((float)(m.alpha + 1) * F)) / (p_refl * (1.0f - p_d));
-    }
-    if (!(weight > 0.0f)) {
-        s->phase = AOA_DONE;
-        return;
-    }
     if (jones) {
         s->w = diffuse_event ? diffuse_map_t(k_i, n, k_s, R[0], R[1], m.xpd, s->w)
                              : lobe_map_t(k_i, n, k_s, R[0], R[1], s->w);

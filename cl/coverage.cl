@@ -155,8 +155,6 @@ inline void cov_after_closest(cov_ray *s, const cov_scene *sc)
     __constant const mmd_sim_params *P = sc->P;
     const uint flags = COV_FLAGS(P);
     const int jones = (flags & MMD_SIM_JONES) != 0;
-    const int specular = (flags & MMD_SIM_SPECULAR) != 0;
-    const int use_diffuse = (flags & MMD_SIM_DIFFUSE) != 0;
     const int use_trans = (flags & MMD_SIM_TRANSMIT) != 0;
     int hit = s->q.best_prim != 0xffffffffu;
     float t = s->q.best_t, t_cross = 0.0f;
@@ -200,28 +198,10 @@ inline void cov_after_closest(cov_ray *s, const cov_scene *sc)
     }
     float p_refl = 1.0f - p_t;
     u0 = (u0 - p_t) / p_refl;
-    float p_d = use_diffuse ? P->p_diffuse : 0.0f;
-    float S2 = m.scattering * m.scattering;
-    int diffuse_event = u0 < p_d;
     float3 omega;
-    if (diffuse_event)
-        omega = diffuse_sample(n, u1, u2);
-    else if (specular)
-        omega = reflect3(d, n);
-    else
-        omega = lobe_sample(m.alpha, reflect3(d, n), u1, u2);
-    if (dot(omega, n) <= 0.0f) return; /* below the surface: zero weight */
     float weight;
-    if (diffuse_event) {
-        weight = S2 / (p_refl * p_d); /* f/pdf = 1 for cosine sampling */
-    } else if (specular) {
-        weight = (1.0f - S2) / (p_refl * (1.0f - p_d));
-    } else {
-        /* f/pdf of the lobe: the normaliser at the physical incidence angle */
-        float F = lobe_norm(m.lobe_A, sc->lobe_coef + m.coef_off, (int)m.ncoef, cos_i);
-        weight = (1.0f - S2) * (4.0f * MMD_PI / ((float)(m.alpha + 1) * F)) / (p_refl * (1.0f - p_d));
-    }
-    if (!(weight > 0.0f)) return;
+    int diffuse_event = sim_reflect_event(P, flags, &m, sc->lobe_coef, d, n, p_refl, u0, u1, u2, 0, &omega, &weight);
+    if (diffuse_event < 0) return; /* below the surface, or zero weight */
     if (jones) {
         s->E = diffuse_event ? diffuse_map(d, n, omega, R[0], R[1], m.xpd, s->E) : lobe_map(d, n, omega, R[0], R[1], s->E);
         float sw = sqrt(weight);

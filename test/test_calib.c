@@ -215,6 +215,27 @@ static void test_kernels(const char *mode)
 }
 
 /* measured spectra of the ground truth */
+/* Central difference of the loss in raw parameter i (step h, rounded to float as the
+ * parameters are); the parameters are restored to raw afterwards. */
+static double loss_central_diff(mmd_calib *c, const mmd_cfg_pose *poses, const size_t *ids, const float *const *mp,
+                                size_t n, const float *raw, size_t np, size_t i, double h)
+{
+    float *p2 = malloc(sizeof(float) * np);
+    double lp = 0, lm = 0;
+    memcpy(p2, raw, sizeof(float) * np);
+    p2[i] = raw[i] + (float)h;
+    double hp = (double)p2[i] - raw[i];
+    mmd_calib_set_params(c, p2);
+    mmd_calib_loss(c, poses, ids, mp, n, &lp, 0, NULL);
+    p2[i] = raw[i] - (float)h;
+    double hm = (double)raw[i] - p2[i];
+    mmd_calib_set_params(c, p2);
+    mmd_calib_loss(c, poses, ids, mp, n, &lm, 0, NULL);
+    mmd_calib_set_params(c, raw);
+    free(p2);
+    return (lp - lm) / (hp + hm);
+}
+
 static float *truth_spectra(const char *const *sets, size_t n_sets, size_t *nbins)
 {
     make_yaml(k_truth);
@@ -294,17 +315,7 @@ static void test_gradients(const char *mode, mmd_calib_loss_kind kind)
     const char *names[4] = {"eps_r", "sigma", "S", "K_x"};
     for (size_t i = 0; i < np; i++) {
         if (fabs(grad[i]) < 1e-2 * gmax) continue;
-        double h = 2e-3, lp, lm;
-        memcpy(p2, raw, sizeof(float) * np);
-        p2[i] = raw[i] + (float)h;
-        double hp = (double)p2[i] - raw[i];
-        mmd_calib_set_params(c, p2);
-        mmd_calib_loss(c, r.e.rx.poses, ids, mp, n, &lp, 0, NULL);
-        p2[i] = raw[i] - (float)h;
-        double hm = (double)raw[i] - p2[i];
-        mmd_calib_set_params(c, p2);
-        mmd_calib_loss(c, r.e.rx.poses, ids, mp, n, &lm, 0, NULL);
-        double fd = (lp - lm) / (hp + hm);
+        double fd = loss_central_diff(c, r.e.rx.poses, ids, mp, n, raw, np, i, 2e-3);
         double rel = fabs(fd - grad[i]) / fabs(fd);
         checked++;
         if (rel > tol) bad++;
@@ -733,17 +744,9 @@ static void test_field_triangle(void)
             size_t best = 0;
             for (size_t i = 0; i < np; i++)
                 if (fabs(grad[i]) > fabs(grad[best])) best = i;
-            double h = 1e-3 * fmax(fabs(raw[best]), 0.1), lp, lm;
-            memcpy(p2, raw, sizeof(float) * np);
-            p2[best] = raw[best] + (float)h;
-            double hp = (double)p2[best] - raw[best];
-            mmd_calib_set_params(ct, p2);
-            mmd_calib_loss(ct, r.e.rx.poses, ids, mp, n, &lp, 0, NULL);
-            p2[best] = raw[best] - (float)h;
-            double hm = (double)raw[best] - p2[best];
-            mmd_calib_set_params(ct, p2);
-            mmd_calib_loss(ct, r.e.rx.poses, ids, mp, n, &lm, 0, NULL);
-            double fd = (lp - lm) / (hp + hm), rel = fabs(fd - grad[best]) / fabs(fd);
+            double fd = loss_central_diff(ct, r.e.rx.poses, ids, mp, n, raw, np, best,
+                                          1e-3 * fmax(fabs(raw[best]), 0.1)),
+                   rel = fabs(fd - grad[best]) / fabs(fd);
             printf("  field_at triangle: weight %6zu analytic %+.6e central diff %+.6e rel %.1e\n", best, grad[best],
                    fd, rel);
             worst = fmax(worst, rel);
@@ -833,17 +836,7 @@ static void test_specular(const char *pol)
             continue;
         }
         if (fabs(grad[i]) < 1e-2 * gmax) continue;
-        double h = 2e-3, lp, lm;
-        memcpy(p2, raw, sizeof(float) * np);
-        p2[i] = raw[i] + (float)h;
-        double hp = (double)p2[i] - raw[i];
-        mmd_calib_set_params(c, p2);
-        mmd_calib_loss(c, r.e.rx.poses, ids, mp, n, &lp, 0, NULL);
-        p2[i] = raw[i] - (float)h;
-        double hm = (double)raw[i] - p2[i];
-        mmd_calib_set_params(c, p2);
-        mmd_calib_loss(c, r.e.rx.poses, ids, mp, n, &lm, 0, NULL);
-        double fd = (lp - lm) / (hp + hm), rel = fabs(fd - grad[i]) / fabs(fd);
+        double fd = loss_central_diff(c, r.e.rx.poses, ids, mp, n, raw, np, i, 2e-3), rel = fabs(fd - grad[i]) / fabs(fd);
         worst = fmax(worst, rel);
         checked++;
         printf("  specular %s: material %-12s %-5s analytic %+.6e  central diff %+.6e  rel %.1e\n", pol,
