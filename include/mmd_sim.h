@@ -112,6 +112,13 @@ mmd_status mmd_sim_aoa(mmd_sim *s, const mmd_cfg_pose *poses, size_t n, mmd_aoa_
                        void (*progress)(size_t, size_t, void *), void *user);
 void mmd_aoa_result_free(mmd_aoa_result *r);
 
+/* mmd_sim_aoa across MPI ranks (mmd_par.h; collective): each rank simulates its share of
+ * the poses, seeded by their global indices; rank 0 receives the whole result in pose
+ * order, the one a single process computes, and the other ranks an empty one. One rank:
+ * mmd_sim_aoa. A failure on any rank fails every rank with that rank's message. */
+mmd_status mmd_sim_aoa_par(mmd_sim *s, const mmd_cfg_pose *poses, size_t n, mmd_aoa_result *out,
+                           void (*progress)(size_t, size_t, void *), void *user);
+
 /* mmd_sim_aoa with two hooks for the calibration engine: ids[k] (NULL = k) is pose k's
  * index, which seeds its rays; fill (NULL = trace) must leave the per-ray powers of the
  * nb poses [first, first + nb) in s->d_out (the poses are already in s->d_poses) -- e.g.
