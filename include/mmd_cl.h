@@ -39,6 +39,7 @@ typedef struct mmd_cl_device_info {
     cl_device_type type;
     int fp64;
     cl_ulong global_mem;
+    cl_ulong max_alloc;      /* CL_DEVICE_MAX_MEM_ALLOC_SIZE: the largest single buffer */
     size_t max_work_group;
     cl_uint compute_units;
 } mmd_cl_device_info;
@@ -55,6 +56,8 @@ typedef struct mmd_cl {
     cl_context ctx;
     cl_command_queue queue;
     struct mmd_cl_prog *progs; /* built programs, by name + options */
+    struct mmd_cl_acct *acct;  /* device bytes held by buffers of mmd_cl_buffer */
+    cl_ulong mem_budget;       /* what mmdiff may hold on the device (see mmd_cl_buffer) */
 } mmd_cl;
 
 /* Create a context and an in-order queue on the selected device; logs the choice. */
@@ -69,9 +72,31 @@ mmd_status mmd_cl_program(mmd_cl *cl, const char *name, const char *options, cl_
 /* Create a kernel from a program; error message names the kernel. Caller releases. */
 mmd_status mmd_cl_kernel(mmd_cl *cl, cl_program prog, const char *kernel_name, cl_kernel *out);
 
-/* Allocate a device buffer, optionally initialised from host memory. */
+/* Allocate a device buffer, optionally initialised from host memory.
+ *
+ * Device memory is budgeted so that a run too large for the device is refused with the
+ * numbers (MMD_ERR_NOMEM: the bytes asked for, in use and available, and what to lower)
+ * when the buffer is created, instead of failing later inside a kernel launch: drivers
+ * (PoCL, most GPU drivers) allocate lazily, so clCreateBuffer alone rarely says no. The
+ * budget is the device's global memory, or MMDIFF_DEVICE_MEM_MB when set (to share a GPU,
+ * or to test the limits); one buffer may not exceed CL_DEVICE_MAX_MEM_ALLOC_SIZE. Buffers
+ * are counted until released (a destructor callback), whoever releases them. */
 mmd_status mmd_cl_buffer(mmd_cl *cl, cl_mem_flags flags, size_t size, const void *host,
                          const char *what, cl_mem *out);
+
+/* Device bytes currently held through mmd_cl_buffer, and the budget (both in bytes). A
+ * caller that needs several buffers checks the sum up front with mmd_cl_mem_check, so the
+ * error names the whole need rather than the buffer that happened to be last. */
+cl_ulong mmd_cl_mem_in_use(const mmd_cl *cl);
+/* Bytes one more buffer may have now: the budget left, capped at the largest allocation.
+ * For chunked work that sizes its chunks to the device (coverage batches). */
+cl_ulong mmd_cl_mem_available(const mmd_cl *cl);
+/* MMD_OK when `bytes` more fit in the budget (and no single one of them is larger than
+ * `largest` > the device's max allocation); otherwise MMD_ERR_NOMEM with a message naming
+ * `what` (e.g. "calibration: solver.rays 1000000 x max_depth 5 path records"), the
+ * numbers and `hint` (what to lower). */
+mmd_status mmd_cl_mem_check(const mmd_cl *cl, cl_ulong bytes, cl_ulong largest, const char *what,
+                            const char *hint);
 
 /* Human-readable name of an OpenCL error code. */
 const char *mmd_cl_errstr(cl_int err);

@@ -56,6 +56,12 @@ void mmd_log(int level, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)))
 #endif
     ;
+/* A copy of every printed log line (without the "[mmdiff] " prefix and newline) also goes
+ * to `sink` when one is set (the run directory's log.txt, src/cli/run.c); NULL removes it.
+ * The previous sink is returned through old_sink/old_user (may be NULL) so callers can
+ * chain and restore. Not thread-safe: set it from the main thread. */
+typedef void (*mmd_log_sink_fn)(int level, const char *line, void *user);
+void mmd_log_set_sink(mmd_log_sink_fn sink, void *user, mmd_log_sink_fn *old_sink, void **old_user);
 #define mmd_info(...) mmd_log(1, __VA_ARGS__)
 #define mmd_debug(...) mmd_log(2, __VA_ARGS__)
 /* Shown at every level, even quiet: something the user asked for did not happen. */
@@ -71,11 +77,39 @@ void *mmd_realloc(void *p, size_t count, size_t size, const char *what);
 mmd_status mmd_read_file(const char *path, char **data, size_t *size);
 
 /* Write a file atomically: write to "<path>.tmp.<pid>" then rename over `path`, so a
- * reader never sees a half-written result. */
+ * reader never sees a half-written result (a failed write removes the temp file and
+ * leaves an existing `path` untouched; a process killed mid-write leaves at most a stray
+ * temp file). */
 mmd_status mmd_write_file_atomic(const char *path, const void *data, size_t size);
 /* The same for a file made of two parts (a header and a large array, say), streamed
  * without concatenating them in memory. */
 mmd_status mmd_write_file_atomic2(const char *path, const void *a, size_t na, const void *b, size_t nb);
+/* mmd_write_file_atomic2 with flags: MMD_WRITE_SYNC also fsyncs the file before the rename
+ * and the directory after it, so the new content survives a power cut, not only a killed
+ * process (used for checkpoints; too slow to do for every PNG). */
+#define MMD_WRITE_SYNC 1u
+mmd_status mmd_write_file_atomic_ex(const char *path, const void *a, size_t na, const void *b, size_t nb,
+                                    unsigned flags);
+
+/* Fault injection, for the reliability tests (test/test_faults.c, docs/RELIABILITY.md).
+ * MMDIFF_FAULT is a comma-separated list of SITE[@N][:MATCH]:
+ *   SITE   cl_alloc    a device buffer allocation fails (CL_MEM_OBJECT_ALLOCATION_FAILURE)
+ *          cl_run      an OpenCL call that succeeded is reported as CL_OUT_OF_RESOURCES
+ *                      (a device failure mid-run; MATCH against e.g. "launch mmd_aoa_trace")
+ *          cl_build    a kernel program build fails (MATCH against the file, "aoa.cl")
+ *          write       an atomic file write fails half way with ENOSPC (disk full)
+ *          write_open  an atomic file write cannot create its temp file: EROFS (read-only)
+ *          write_kill  the process kills itself (SIGKILL) half way through writing a file
+ *          sigint, sigterm, sigkill
+ *                      raised after a training step (calibration), as if sent by a user
+ *   @N     fire only the N-th time the site is reached (1-based); without it, every time
+ *   MATCH  count and fire only where the subject (buffer name, kernel file, output path,
+ *          OpenCL call) contains MATCH
+ * e.g. MMDIFF_FAULT=write:result.json  or  MMDIFF_FAULT=sigkill@7,cl_build:coverage.cl
+ * mmd_fault() says whether the fault fires at this call. Unset (the normal case) it costs
+ * one load and a branch, so the hooks stay in every build. A warning names the active
+ * faults once per process. */
+int mmd_fault(const char *site, const char *subject);
 
 /* Create a directory and its parents (like mkdir -p); an existing one is fine. */
 mmd_status mmd_mkdirs(const char *path);

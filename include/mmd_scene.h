@@ -117,6 +117,11 @@ void mmd_ply_mesh_free(mmd_ply_mesh *m);
 typedef struct mmd_scene_builder {
     mmd_scene *s;
     size_t cap_vertices, cap_triangles, cap_objects, cap_materials;
+    /* material name -> index + 1 (open addressing, cap_mat_slots a power of two): a PLY
+     * with a million distinct per-face material indices must not cost a million^2 name
+     * comparisons */
+    uint32_t *mat_slots;
+    size_t cap_mat_slots;
 } mmd_scene_builder;
 
 mmd_status mmd_scene_builder_init(mmd_scene_builder *b, const char *path);

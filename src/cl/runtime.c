@@ -11,6 +11,7 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -18,6 +19,33 @@
 
 struct mmd_embedded_file { const char *name; const char *data; size_t size; };
 extern const struct mmd_embedded_file mmd_embedded_files[];
+
+/* Device bytes held by the buffers of one mmd_cl. Reference counted (the mmd_cl holds one
+ * reference, every live buffer another) because a buffer's destructor callback may run
+ * after mmd_cl_destroy, from a driver thread. */
+struct mmd_cl_acct {
+    atomic_ullong bytes;
+    atomic_int refs;
+};
+
+typedef struct buf_note {
+    struct mmd_cl_acct *acct;
+    size_t size;
+} buf_note;
+
+static void acct_unref(struct mmd_cl_acct *a)
+{
+    if (a && atomic_fetch_sub(&a->refs, 1) == 1) free(a);
+}
+
+static void CL_CALLBACK on_buffer_freed(cl_mem m, void *user)
+{
+    (void)m;
+    buf_note *n = user;
+    atomic_fetch_sub(&n->acct->bytes, (unsigned long long)n->size);
+    acct_unref(n->acct);
+    free(n);
+}
 
 struct mmd_cl_prog {
     char *key; /* name + "\n" + options */
@@ -50,6 +78,12 @@ const char *mmd_cl_errstr(cl_int e)
 
 mmd_status mmd_cl_check(cl_int err, const char *what)
 {
+    /* injected: a call that worked is reported as the device giving up, the way a GPU
+     * that runs out of memory inside a launch reports it */
+    if (err == CL_SUCCESS && mmd_fault("cl_run", what))
+        return mmd_error(MMD_ERR_CL, "OpenCL: %s failed: %s (%d): the device ran out of memory or resources "
+                         "(injected by MMDIFF_FAULT)",
+                         what, mmd_cl_errstr(CL_OUT_OF_RESOURCES), (int)CL_OUT_OF_RESOURCES);
     if (err == CL_SUCCESS) return MMD_OK;
     if (err == CL_MEM_OBJECT_ALLOCATION_FAILURE || err == CL_OUT_OF_RESOURCES ||
         err == CL_OUT_OF_HOST_MEMORY)
@@ -114,6 +148,7 @@ mmd_status mmd_cl_list_devices(mmd_cl_device_info **out, int *count)
             clGetDeviceInfo(devs[d], CL_DEVICE_DOUBLE_FP_CONFIG, sizeof fp, &fp, NULL);
             x->fp64 = fp != 0;
             clGetDeviceInfo(devs[d], CL_DEVICE_GLOBAL_MEM_SIZE, sizeof x->global_mem, &x->global_mem, NULL);
+            clGetDeviceInfo(devs[d], CL_DEVICE_MAX_MEM_ALLOC_SIZE, sizeof x->max_alloc, &x->max_alloc, NULL);
             clGetDeviceInfo(devs[d], CL_DEVICE_MAX_WORK_GROUP_SIZE, sizeof x->max_work_group,
                             &x->max_work_group, NULL);
             clGetDeviceInfo(devs[d], CL_DEVICE_MAX_COMPUTE_UNITS, sizeof x->compute_units,
@@ -218,6 +253,27 @@ mmd_status mmd_cl_create(const char *selector, mmd_cl **out)
         free(cl);
         return mmd_cl_check(err, "clCreateCommandQueue");
     }
+    cl->acct = malloc(sizeof *cl->acct);
+    if (!cl->acct) {
+        clReleaseCommandQueue(cl->queue);
+        clReleaseContext(cl->ctx);
+        free(cl);
+        return mmd_error(MMD_ERR_NOMEM, "out of memory (device memory accounting)");
+    }
+    atomic_init(&cl->acct->bytes, 0);
+    atomic_init(&cl->acct->refs, 1);
+    cl->mem_budget = cl->info.global_mem;
+    const char *lim = getenv("MMDIFF_DEVICE_MEM_MB");
+    if (lim && lim[0]) {
+        char *end;
+        double mb = strtod(lim, &end);
+        if (end == lim || *end || !(mb > 0)) {
+            mmd_cl_destroy(cl);
+            return mmd_error(MMD_ERR_INVALID, "MMDIFF_DEVICE_MEM_MB: '%s'; expected a positive number of MiB", lim);
+        }
+        cl_ulong b = (cl_ulong)(mb * 1048576.0);
+        if (b < cl->mem_budget || !cl->mem_budget) cl->mem_budget = b;
+    }
     mmd_info("device [%d:%d] %s | %s | %s | %s", cl->info.platform_index, cl->info.device_index,
              cl->info.device_name, cl->info.platform_name, type_name(cl->info.type),
              cl->info.driver_version);
@@ -236,6 +292,7 @@ void mmd_cl_destroy(mmd_cl *cl)
     }
     if (cl->queue) clReleaseCommandQueue(cl->queue);
     if (cl->ctx) clReleaseContext(cl->ctx);
+    acct_unref(cl->acct);
     free(cl);
 }
 
@@ -451,6 +508,15 @@ mmd_status mmd_cl_program(mmd_cl *cl, const char *name, const char *options, cl_
             return MMD_OK;
         }
     }
+    if (mmd_fault("cl_build", name)) {
+        /* injected: what a driver whose compiler rejects the kernel reports (before the
+         * cache, which would otherwise hide it) */
+        mmd_error(MMD_ERR_BUILD, "OpenCL build of kernel '%s' failed on %s (%s), options '%s'. Build log:\n"
+                  "(injected by MMDIFF_FAULT)",
+                  name, cl->info.device_name, mmd_cl_errstr(CL_BUILD_PROGRAM_FAILURE), opts);
+        free(mkey);
+        return MMD_ERR_BUILD;
+    }
     char *src;
     mmd_status st = mmd_cl_source(name, &src);
     if (st != MMD_OK) {
@@ -536,6 +602,42 @@ mmd_status mmd_cl_kernel(mmd_cl *cl, cl_program prog, const char *kernel_name, c
     return MMD_OK;
 }
 
+static double mib(cl_ulong b) { return (double)b / 1048576.0; }
+
+cl_ulong mmd_cl_mem_in_use(const mmd_cl *cl)
+{
+    return cl->acct ? (cl_ulong)atomic_load(&cl->acct->bytes) : 0;
+}
+
+cl_ulong mmd_cl_mem_available(const mmd_cl *cl)
+{
+    cl_ulong used = mmd_cl_mem_in_use(cl), budget = cl->mem_budget ? cl->mem_budget : cl->info.global_mem;
+    cl_ulong left = budget > used ? budget - used : 0;
+    if (cl->info.max_alloc && left > cl->info.max_alloc) left = cl->info.max_alloc;
+    return left;
+}
+
+mmd_status mmd_cl_mem_check(const mmd_cl *cl, cl_ulong bytes, cl_ulong largest, const char *what, const char *hint)
+{
+    cl_ulong used = mmd_cl_mem_in_use(cl), budget = cl->mem_budget ? cl->mem_budget : cl->info.global_mem;
+    const char *env = getenv("MMDIFF_DEVICE_MEM_MB");
+    int capped = env && env[0] && budget < cl->info.global_mem;
+    if (cl->info.max_alloc && largest > cl->info.max_alloc)
+        return mmd_error(MMD_ERR_NOMEM,
+                         "%s: one device buffer of %.1f MiB is needed, but %s allocates at most %.1f MiB per buffer "
+                         "(CL_DEVICE_MAX_MEM_ALLOC_SIZE)%s%s",
+                         what, mib(largest), cl->info.device_name, mib(cl->info.max_alloc), hint ? "; " : "",
+                         hint ? hint : "");
+    if (budget && (bytes > budget || used > budget - bytes))
+        return mmd_error(MMD_ERR_NOMEM,
+                         "%s: %.1f MiB of device memory are needed, but only %.1f MiB of %s's %.1f MiB%s are free "
+                         "(%.1f MiB in use)%s%s",
+                         what, mib(bytes), used < budget ? mib(budget - used) : 0.0, cl->info.device_name,
+                         mib(budget), capped ? " (MMDIFF_DEVICE_MEM_MB)" : "", mib(used), hint ? "; " : "",
+                         hint ? hint : "");
+    return MMD_OK;
+}
+
 mmd_status mmd_cl_buffer(mmd_cl *cl, cl_mem_flags flags, size_t size, const void *host, const char *what,
                          cl_mem *out)
 {
@@ -545,11 +647,34 @@ mmd_status mmd_cl_buffer(mmd_cl *cl, cl_mem_flags flags, size_t size, const void
         host = NULL;
     }
     if (host) flags |= CL_MEM_COPY_HOST_PTR;
-    *out = clCreateBuffer(cl->ctx, flags, size, (void *)host, &err);
+    *out = NULL;
+    char what2[300];
+    snprintf(what2, sizeof what2, "OpenCL buffer for %s", what);
+    mmd_status st = mmd_cl_mem_check(cl, size, size, what2,
+                                     "a smaller solver.rays, solver.max_depth, solver.cache_mb or grid needs less");
+    if (st != MMD_OK) return st;
+    int injected = mmd_fault("cl_alloc", what);
+    if (injected) err = CL_MEM_OBJECT_ALLOCATION_FAILURE;
+    else *out = clCreateBuffer(cl->ctx, flags, size, (void *)host, &err);
     if (err != CL_SUCCESS) {
         *out = NULL;
-        return mmd_error(MMD_ERR_CL, "OpenCL: cannot allocate %zu bytes for %s on %s: %s", size, what,
-                         cl->info.device_name, mmd_cl_errstr(err));
+        return mmd_error(MMD_ERR_CL, "OpenCL: cannot allocate %zu bytes for %s on %s: %s%s", size, what,
+                         cl->info.device_name, mmd_cl_errstr(err), injected ? " (injected by MMDIFF_FAULT)" : "");
+    }
+    if (cl->acct) {
+        buf_note *n = malloc(sizeof *n);
+        if (n) {
+            n->acct = cl->acct;
+            n->size = size;
+            atomic_fetch_add(&cl->acct->refs, 1);
+            atomic_fetch_add(&cl->acct->bytes, (unsigned long long)size);
+            if (clSetMemObjectDestructorCallback(*out, on_buffer_freed, n) != CL_SUCCESS) {
+                /* not counted: the driver cannot tell us when it goes */
+                atomic_fetch_sub(&cl->acct->bytes, (unsigned long long)size);
+                acct_unref(cl->acct);
+                free(n);
+            }
+        }
     }
     return MMD_OK;
 }

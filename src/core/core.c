@@ -3,7 +3,11 @@
 #include "mmd_core.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -57,6 +61,17 @@ int mmd_log_level(void)
     return g_log_level;
 }
 
+static mmd_log_sink_fn g_log_sink;
+static void *g_log_sink_user;
+
+void mmd_log_set_sink(mmd_log_sink_fn sink, void *user, mmd_log_sink_fn *old_sink, void **old_user)
+{
+    if (old_sink) *old_sink = g_log_sink;
+    if (old_user) *old_user = g_log_sink_user;
+    g_log_sink = sink;
+    g_log_sink_user = user;
+}
+
 void mmd_log(int level, const char *fmt, ...)
 {
     if (level > mmd_log_level()) return;
@@ -66,6 +81,7 @@ void mmd_log(int level, const char *fmt, ...)
     vsnprintf(buf, sizeof buf, fmt, ap);
     va_end(ap);
     fprintf(stderr, "[mmdiff] %s\n", buf);
+    if (g_log_sink) g_log_sink(level, buf, g_log_sink_user);
 }
 
 static int mul_overflows(size_t a, size_t b, size_t *out)
@@ -117,6 +133,13 @@ mmd_status mmd_read_file(const char *path, char **data, size_t *size)
     if (size) *size = 0;
     FILE *f = fopen(path, "rb");
     if (!f) return mmd_error(MMD_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+    /* inputs are files: a device or FIFO named in a document (/dev/zero, ...) would be read
+     * until memory runs out */
+    struct stat sb;
+    if (fstat(fileno(f), &sb) != 0 || !S_ISREG(sb.st_mode)) {
+        fclose(f);
+        return mmd_error(MMD_ERR_IO, "%s: not a regular file (expected a file to read)", path);
+    }
     size_t cap = 1 << 16, n = 0;
     char *buf = mmd_malloc(cap, 1, path);
     if (!buf) { fclose(f); return MMD_ERR_NOMEM; }
@@ -140,27 +163,57 @@ mmd_status mmd_read_file(const char *path, char **data, size_t *size)
     return MMD_OK;
 }
 
-mmd_status mmd_write_file_atomic2(const char *path, const void *a, size_t na, const void *b, size_t nb)
+/* Make a rename durable: fsync the directory that holds `path`. */
+static void sync_dir_of(const char *path)
+{
+    char dir[4096];
+    const char *slash = strrchr(path, '/');
+    if (!slash) snprintf(dir, sizeof dir, ".");
+    else if (slash == path) snprintf(dir, sizeof dir, "/");
+    else snprintf(dir, sizeof dir, "%.*s", (int)(slash - path), path);
+    int fd = open(dir, O_RDONLY | O_DIRECTORY);
+    if (fd < 0) return; /* best effort: the data itself is already synced */
+    (void)fsync(fd);
+    close(fd);
+}
+
+mmd_status mmd_write_file_atomic_ex(const char *path, const void *a, size_t na, const void *b, size_t nb,
+                                    unsigned flags)
 {
     size_t len = strlen(path) + 32;
     char *tmp = mmd_malloc(len, 1, "temp path");
     if (!tmp) return MMD_ERR_NOMEM;
     snprintf(tmp, len, "%s.tmp.%ld", path, (long)getpid());
-    FILE *f = fopen(tmp, "wb");
+    FILE *f = NULL;
+    if (mmd_fault("write_open", path)) errno = EROFS;
+    else f = fopen(tmp, "wb");
     if (!f) {
         mmd_status st = mmd_error(MMD_ERR_IO, "%s: cannot write: %s", path, strerror(errno));
         free(tmp);
         return st;
     }
     int bad = 0, e = 0;
-    if (na && fwrite(a, 1, na, f) != na) bad = 1, e = errno;
+    int full = mmd_fault("write", path), die = mmd_fault("write_kill", path);
+    if (full || die) {
+        /* injected: half of the content reaches the temp file, then the disk is full (or the
+         * process dies), as a real failure would leave it */
+        size_t half = (na + nb) / 2, ha = half < na ? half : na, hb = half - ha;
+        if (ha) (void)fwrite(a, 1, ha, f);
+        if (hb) (void)fwrite(b, 1, hb, f);
+        fflush(f);
+        if (die) raise(SIGKILL);
+        bad = 1, e = ENOSPC;
+    }
+    if (!bad && na && fwrite(a, 1, na, f) != na) bad = 1, e = errno;
     if (!bad && nb && fwrite(b, 1, nb, f) != nb) bad = 1, e = errno;
     if (fflush(f) != 0 && !bad) bad = 1, e = errno;
+    if (!bad && (flags & MMD_WRITE_SYNC) && fsync(fileno(f)) != 0) bad = 1, e = errno;
     if (fclose(f) != 0 && !bad) bad = 1, e = errno;
     if (bad) {
         remove(tmp);
         free(tmp);
-        return mmd_error(MMD_ERR_IO, "%s: write failed: %s", path, strerror(e ? e : EIO));
+        return mmd_error(MMD_ERR_IO, "%s: write failed: %s (nothing was written; an existing file is unchanged)",
+                         path, strerror(e ? e : EIO));
     }
     if (rename(tmp, path) != 0) {
         e = errno;
@@ -169,12 +222,89 @@ mmd_status mmd_write_file_atomic2(const char *path, const void *a, size_t na, co
         return mmd_error(MMD_ERR_IO, "%s: cannot rename temp file into place: %s", path, strerror(e));
     }
     free(tmp);
+    if (flags & MMD_WRITE_SYNC) sync_dir_of(path);
     return MMD_OK;
+}
+
+mmd_status mmd_write_file_atomic2(const char *path, const void *a, size_t na, const void *b, size_t nb)
+{
+    return mmd_write_file_atomic_ex(path, a, na, b, nb, 0);
 }
 
 mmd_status mmd_write_file_atomic(const char *path, const void *data, size_t size)
 {
-    return mmd_write_file_atomic2(path, data, size, NULL, 0);
+    return mmd_write_file_atomic_ex(path, data, size, NULL, 0, 0);
+}
+
+/* ---- fault injection (mmd_core.h) ------------------------------------------------ */
+
+typedef struct fault_item {
+    char site[24];
+    char match[232];
+    unsigned long nth;   /* 0 = every time */
+    atomic_ulong count;  /* matching calls so far */
+} fault_item;
+
+#define MAX_FAULTS 16
+static fault_item g_faults[MAX_FAULTS];
+static int g_n_faults;
+static atomic_int g_fault_state; /* 0 not parsed yet, 1 off, 2 on */
+static pthread_once_t g_fault_once = PTHREAD_ONCE_INIT;
+
+static void fault_parse(void)
+{
+    static const char *const known[] = {"cl_alloc", "cl_run", "cl_build", "write", "write_open", "write_kill",
+                                        "sigint", "sigterm", "sigkill"};
+    const char *env = getenv("MMDIFF_FAULT");
+    char buf[2048];
+    snprintf(buf, sizeof buf, "%s", env ? env : "");
+    char *save = NULL;
+    for (char *tok = strtok_r(buf, ",", &save); tok && g_n_faults < MAX_FAULTS; tok = strtok_r(NULL, ",", &save)) {
+        while (*tok == ' ') tok++;
+        if (!*tok) continue;
+        fault_item *it = &g_faults[g_n_faults];
+        char *colon = strchr(tok, ':');
+        if (colon) {
+            *colon = 0;
+            snprintf(it->match, sizeof it->match, "%s", colon + 1);
+        }
+        char *at = strchr(tok, '@');
+        if (at) {
+            *at = 0;
+            it->nth = strtoul(at + 1, NULL, 10);
+        }
+        snprintf(it->site, sizeof it->site, "%s", tok);
+        int ok = 0;
+        for (size_t k = 0; k < sizeof known / sizeof *known; k++) ok |= !strcmp(known[k], it->site);
+        if (!ok) {
+            mmd_warn("MMDIFF_FAULT: unknown site '%s' ignored (known: cl_alloc, cl_run, cl_build, write, "
+                     "write_open, write_kill, sigint, sigterm, sigkill)", it->site);
+            continue;
+        }
+        atomic_init(&it->count, 0);
+        g_n_faults++;
+    }
+    if (g_n_faults) mmd_warn("fault injection active: MMDIFF_FAULT=%s", env);
+    atomic_store(&g_fault_state, g_n_faults ? 2 : 1);
+}
+
+int mmd_fault(const char *site, const char *subject)
+{
+    int state = atomic_load_explicit(&g_fault_state, memory_order_acquire);
+    if (state == 1) return 0;
+    if (state == 0) {
+        pthread_once(&g_fault_once, fault_parse);
+        if (atomic_load(&g_fault_state) == 1) return 0;
+    }
+    int fire = 0;
+    for (int i = 0; i < g_n_faults; i++) {
+        fault_item *it = &g_faults[i];
+        if (strcmp(it->site, site) != 0) continue;
+        if (it->match[0] && !(subject && strstr(subject, it->match))) continue;
+        unsigned long n = atomic_fetch_add(&it->count, 1) + 1;
+        if (!it->nth || n == it->nth) fire = 1;
+    }
+    return fire;
 }
 
 char *mmd_path_join(const char *base, const char *rel, int base_is_file)

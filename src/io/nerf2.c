@@ -37,6 +37,35 @@
 /* PNGs of 360 x 90 8-bit pixels are 6-9 kB; anything this large is not one */
 #define PNG_MAX_BYTES ((size_t)16 << 20)
 
+/* stb_image allocates what a chunk header claims before reading the chunk (a 67-byte file
+ * whose IDAT claims 1.3 GB gets a 1.3 GB buffer), so check that every chunk, up to IEND,
+ * lies inside the file first. 0 when they do; else a message in why. */
+static int png_check_chunks(const unsigned char *p, size_t size, char *why, size_t cap)
+{
+    static const unsigned char sig[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
+    if (size < 8 || memcmp(p, sig, 8) != 0) {
+        snprintf(why, cap, "no PNG signature");
+        return -1;
+    }
+    for (size_t at = 8;;) {
+        if (size - at < 12) {
+            snprintf(why, cap, "file ends at byte %zu inside a chunk header: truncated", at);
+            return -1;
+        }
+        uint32_t len = (uint32_t)p[at] << 24 | (uint32_t)p[at + 1] << 16 | (uint32_t)p[at + 2] << 8 | p[at + 3];
+        char type[5];
+        for (int i = 0; i < 4; i++) type[i] = isalpha(p[at + 4 + (size_t)i]) ? (char)p[at + 4 + (size_t)i] : '?';
+        type[4] = 0;
+        if (len > size - at - 12) {
+            snprintf(why, cap, "chunk '%s' at byte %zu claims %u bytes, only %zu follow: truncated or corrupt", type, at,
+                     len, size - at - 12);
+            return -1;
+        }
+        if (!memcmp(type, "IEND", 4)) return 0;
+        at += 12 + (size_t)len;
+    }
+}
+
 mmd_status mmd_nerf2_read_png(const char *path, float *out)
 {
     char *data = NULL;
@@ -48,6 +77,11 @@ mmd_status mmd_nerf2_read_png(const char *path, float *out)
     mmd_status st = mmd_read_file(path, &data, &size);
     if (st != MMD_OK) return st;
     int w = 0, h = 0, comp = 0;
+    char why[160];
+    if (png_check_chunks((const unsigned char *)data, size, why, sizeof why) != 0) {
+        free(data);
+        return mmd_error(MMD_ERR_PARSE, "%s: not a readable PNG (%s)", path, why);
+    }
     if (size > (size_t)0x7fffffff || !stbi_info_from_memory((const unsigned char *)data, (int)size, &w, &h, &comp)) {
         free(data);
         return mmd_error(MMD_ERR_PARSE, "%s: not a readable PNG (%s)", path, stbi_failure_reason());

@@ -245,7 +245,8 @@ mmd_status mmd_mlp_create(mmd_cl *cl, const mmd_mlp_config *c, mmd_mlp **out)
     m->n_params = mmd_mlp_config_params(c);
     const char *prof = getenv("MMDIFF_MLP_PROFILE");
     m->profile = prof && prof[0] && strcmp(prof, "0") != 0;
-    size_t half = (size_t)(cl->info.global_mem / 2);
+    /* the device budget of mmd_cl_buffer (global memory, or MMDIFF_DEVICE_MEM_MB) */
+    size_t half = (size_t)((cl->mem_budget ? cl->mem_budget : cl->info.global_mem) / 2);
     m->budget = c->max_bytes ? c->max_bytes : half;
 
     st = build_kernels(m);

@@ -194,10 +194,11 @@ static const char *scalar_text(const mmd_ynode *n)
     return n && n->kind == MMD_YAML_SCALAR && n->text ? n->text : NULL;
 }
 
-/* Read an NPY next to model.yaml into dst, checking its shape. */
+/* Read an NPY next to model.yaml into *out, checking its shape (on error *out is empty). */
 static mmd_status read_tensor(const char *dir, const char *yaml_path, const mmd_ynode *file_node, const char *what,
-                              const size_t *shape, int ndim, float *dst)
+                              const size_t *shape, int ndim, mmd_array *out)
 {
+    memset(out, 0, sizeof *out);
     const char *file = scalar_text(file_node);
     if (!file || !file[0] || strchr(file, '/'))
         return field_err(yaml_path, file_node, what, "a file name next to model.yaml");
@@ -216,10 +217,10 @@ static mmd_status read_tensor(const char *dir, const char *yaml_path, const mmd_
                 snprintf(want, sizeof want, "[%zu]", shape[0]);
             st = mmd_error(MMD_ERR_INVALID, "%s: %s: expected shape %s as model.yaml describes (ndim %d, %zu values)",
                            path, what, want, a.ndim, a.count);
+            mmd_array_free(&a);
         } else {
-            memcpy(dst, a.data, a.count * sizeof *dst);
+            *out = a;
         }
-        mmd_array_free(&a);
     }
     free(path);
     return st;
@@ -275,11 +276,11 @@ mmd_status mmd_mlp_load(mmd_cl *cl, const char *dir, mmd_mlp **out)
     }
     if (st == MMD_OK && !scalar_u64(mmd_yaml_get(adam, "step"), &step))
         st = field_err(ypath, adam ? adam : root, "adam.step", "a non-negative integer");
-    if (st == MMD_OK) {
-        n = mmd_mlp_config_params(&c);
-        buf = mmd_malloc(3 * n, sizeof *buf, "MLP load buffer");
-        if (!buf) st = MMD_ERR_NOMEM;
-    }
+    /* The tensors are read (each NPY bounded by its file) before the parameter buffer is
+     * allocated: model.yaml alone could claim 16 layers of 4096 (3 GB) in 100 bytes. */
+    mmd_array arr[2 * (MMD_MLP_MAX_HIDDEN + 1) + 2];
+    memset(arr, 0, sizeof arr);
+    if (st == MMD_OK) n = mmd_mlp_config_params(&c);
     for (int t = 0; t < n_tensors && st == MMD_OK; t++) {
         const mmd_ynode *e = tens->items[t];
         size_t off;
@@ -294,11 +295,27 @@ mmd_status mmd_mlp_load(mmd_cl *cl, const char *dir, mmd_mlp **out)
             break;
         }
         size_t shape[2] = {(size_t)rows, (size_t)cols};
-        st = t % 2 ? read_tensor(dir, ypath, mmd_yaml_get(e, "file"), name, shape + 1, 1, buf + off)
-                   : read_tensor(dir, ypath, mmd_yaml_get(e, "file"), name, shape, 2, buf + off);
+        st = t % 2 ? read_tensor(dir, ypath, mmd_yaml_get(e, "file"), name, shape + 1, 1, &arr[t])
+                   : read_tensor(dir, ypath, mmd_yaml_get(e, "file"), name, shape, 2, &arr[t]);
     }
-    if (st == MMD_OK) st = read_tensor(dir, ypath, mmd_yaml_get(adam, "m"), "adam.m", &n, 1, buf + n);
-    if (st == MMD_OK) st = read_tensor(dir, ypath, mmd_yaml_get(adam, "v"), "adam.v", &n, 1, buf + 2 * n);
+    if (st == MMD_OK) st = read_tensor(dir, ypath, mmd_yaml_get(adam, "m"), "adam.m", &n, 1, &arr[n_tensors]);
+    if (st == MMD_OK) st = read_tensor(dir, ypath, mmd_yaml_get(adam, "v"), "adam.v", &n, 1, &arr[n_tensors + 1]);
+    if (st == MMD_OK) {
+        buf = mmd_malloc(3 * n, sizeof *buf, "MLP load buffer");
+        if (!buf) st = MMD_ERR_NOMEM;
+    }
+    for (int t = 0; t < n_tensors && st == MMD_OK; t++) {
+        size_t off;
+        int rows, cols;
+        char name[64];
+        mmd_mlp_config_tensor(&c, t, &off, &rows, &cols, name, sizeof name);
+        memcpy(buf + off, arr[t].data, arr[t].count * sizeof *buf);
+    }
+    if (st == MMD_OK) {
+        memcpy(buf + n, arr[n_tensors].data, n * sizeof *buf);
+        memcpy(buf + 2 * n, arr[n_tensors + 1].data, n * sizeof *buf);
+    }
+    for (size_t i = 0; i < sizeof arr / sizeof arr[0]; i++) mmd_array_free(&arr[i]);
     if (st == MMD_OK) {
         const mmd_ynode *cs = mmd_yaml_get(root, "checksum");
         char want[40];

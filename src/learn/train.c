@@ -4,10 +4,12 @@
  * The live state of a run IS a checkpoint (mmd_train_checkpoint): whatever the loop needs
  * to go on lives there and nowhere else, so writing it at any step boundary and reading it
  * back continues the run bit for bit. */
+#include "mmd_par.h"
 #include "mmd_train.h"
 
 #include <errno.h>
 #include <math.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -283,7 +285,8 @@ mmd_status mmd_train_checkpoint_write(const char *path, const mmd_train_checkpoi
         b.p[16 + i] = (unsigned char)(payload >> (8 * i));
         b.p[24 + i] = (unsigned char)(h >> (8 * i));
     }
-    mmd_status st = mmd_write_file_atomic(path, b.p, b.n);
+    /* synced: a checkpoint is what a user falls back on after a crash or a power cut */
+    mmd_status st = mmd_write_file_atomic_ex(path, b.p, b.n, NULL, 0, MMD_WRITE_SYNC);
     free(b.p);
     return st;
 }
@@ -429,7 +432,14 @@ typedef struct run {
     int tty;
 } run;
 
-static int want_stop(const run *r) { return r->o->stop && *r->o->stop; }
+/* Across MPI ranks a signal may reach the ranks at different steps: they stop together
+ * when any of them was asked to (every rank calls this at the same points). */
+static int want_stop(const run *r)
+{
+    double f = r->o->stop && *r->o->stop;
+    if (mmd_par_size() > 1 && mmd_par_sum(&f, 1) != MMD_OK) return 1;
+    return f > 0;
+}
 
 static void fmt_eta(double s, char *buf, size_t cap)
 {
@@ -490,7 +500,9 @@ static mmd_status save(run *r)
 {
     if (!r->o->checkpoint_path) return MMD_OK;
     capture(r);
-    mmd_status st = mmd_train_checkpoint_write(r->o->checkpoint_path, &r->ck);
+    /* rank 0 alone writes; a failed write ends every rank (mmd_par_agree) */
+    mmd_status st = mmd_par_rank() == 0 ? mmd_train_checkpoint_write(r->o->checkpoint_path, &r->ck) : MMD_OK;
+    st = mmd_par_agree(st);
     if (st == MMD_OK) mmd_debug("checkpoint: %s (epoch %lld, step %llu)", r->o->checkpoint_path,
                                 (long long)r->ck.epoch, (unsigned long long)r->ck.batch_pos);
     return st;
@@ -723,10 +735,16 @@ static mmd_status run_epoch(run *r, size_t *batch, int *stopped)
         c->epoch_seconds += dt;
         r->step_time += dt;
         show_step(r, loss);
+        /* injected (MMDIFF_FAULT=sigint@N, ...): the signal a user would send, after the N-th
+         * step of this process, so the tests interrupt at a known point */
+        if (mmd_fault("sigint", NULL)) raise(SIGINT);
+        if (mmd_fault("sigterm", NULL)) raise(SIGTERM);
+        if (mmd_fault("sigkill", NULL)) raise(SIGKILL);
         int ask = r->o->on_step ? r->o->on_step(r->o->user, (int)c->epoch + 1, (size_t)c->batch_pos, r->n_batches,
                                                 loss)
                                 : 0;
-        if ((ask || want_stop(r)) && c->batch_pos < r->n_batches) {
+        int stop = want_stop(r); /* collective across MPI ranks: called on every step */
+        if ((ask || stop) && c->batch_pos < r->n_batches) {
             *stopped = 1;
             return MMD_OK;
         }
@@ -808,7 +826,8 @@ mmd_status mmd_train_run(const mmd_train_objective *obj, size_t n_poses, const m
                      (long long)r.ck.best_epoch, r.ck.best_loss);
         }
         if (r.ck.stopped_early || r.ck.epoch >= o->epochs) r.ck.finished = 1;
-        int stop_now = stopped == 2 || want_stop(&r);
+        int asked = want_stop(&r); /* collective: every rank, every epoch */
+        int stop_now = stopped == 2 || asked;
         if (r.ck.finished || stop_now || r.ck.epoch % o->checkpoint_every == 0) st = save(&r);
         if (stop_now && !r.ck.finished) {
             stopped = 1;

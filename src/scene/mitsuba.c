@@ -18,6 +18,8 @@
 /* ---------------------------------------------------------------------------------- */
 /* XML tree                                                                            */
 
+#define MAX_ATTRS 64 /* per element */
+
 typedef struct xattr {
     const char *name, *value;
 } xattr;
@@ -288,6 +290,11 @@ static mmd_status xml_parse(xdoc *d)
                 d->attrs = a;
                 d->cap_attrs = nc;
             }
+            /* Mitsuba elements carry a handful of attributes; each is checked against the
+             * element's earlier ones, so 10^5 of them would be 5 x 10^9 comparisons. */
+            if (d->nodes[k].nattr >= MAX_ATTRS)
+                return mmd_error(MMD_ERR_PARSE, "%s:%d: more than %d attributes in <%s>", d->path, line_at(d, as),
+                                 MAX_ATTRS, name);
             xattr *a = &d->attrs[d->n_attrs];
             if ((st = arena_str(d, as, ae, 0, &a->name))) return st;
             if ((st = arena_str(d, vs, i, 1, &a->value))) return st;
@@ -327,9 +334,49 @@ static void xdoc_free(xdoc *d)
 /* ---------------------------------------------------------------------------------- */
 /* <default name=.. value=..> and $name substitution                                    */
 
+/* Defaults are substituted in document order, so a default's value may use the defaults
+ * before it: ten defaults of ten $refs each to the previous one would expand a 600-byte
+ * file to 10^10 bytes. All substituted text together is held to this bound. */
+#define MAX_SUBSTITUTED ((size_t)16 << 20)
+
+/* Defaults sorted by name, so each $name is a binary search (a file of 10^5 defaults and
+ * 10^6 $refs would otherwise take 10^11 comparisons). */
+typedef struct xdefault {
+    const char *name;
+    int node;
+} xdefault;
+
+/* By name, then document order (qsort is not stable; the first default of a name wins). */
+static int cmp_default(const void *a, const void *b)
+{
+    const xdefault *x = a, *y = b;
+    int c = strcmp(x->name, y->name);
+    return c ? c : (x->node > y->node) - (x->node < y->node);
+}
+
+/* The value of the default named by the nl bytes at s, or NULL. */
+static const char *find_default(const xdoc *d, const xdefault *defs, int n_def, const char *s, size_t nl)
+{
+    int lo = 0, hi = n_def;
+    while (lo < hi) {
+        int mid = lo + (hi - lo) / 2;
+        int c = strncmp(defs[mid].name, s, nl);
+        if (c == 0 && defs[mid].name[nl]) c = 1; /* longer name sorts after */
+        if (c == 0) {
+            /* the first default of that name wins, as with the linear search before */
+            while (mid > lo && !strcmp(defs[mid - 1].name, defs[mid].name)) mid--;
+            return attr(d, defs[mid].node, "value");
+        }
+        if (c < 0) lo = mid + 1;
+        else hi = mid;
+    }
+    return NULL;
+}
+
 /* `v` with each $name of a known default replaced (unknown $names stay as written: they
- * only matter if that attribute is read later, which then reports it). NULL: no memory. */
-static char *substitute(const xdoc *d, const int *defs, int n_def, const char *v)
+ * only matter if that attribute is read later, which then reports it). NULL: no memory,
+ * or (*over set) the result would take the total past *budget bytes. */
+static char *substitute(const xdoc *d, const xdefault *defs, int n_def, const char *v, size_t *budget, int *over)
 {
     size_t cap = strlen(v) + 1, n = 0;
     char *out = malloc(cap);
@@ -338,12 +385,14 @@ static char *substitute(const xdoc *d, const int *defs, int n_def, const char *v
         size_t nl = 0;
         if (*c == '$') {
             while (isalnum((unsigned char)c[1 + nl]) || c[1 + nl] == '_') nl++;
-            for (int q = 0; q < n_def && nl && !repl; q++) {
-                const char *dn = attr(d, defs[q], "name"), *dv = attr(d, defs[q], "value");
-                if (dn && dv && strlen(dn) == nl && !memcmp(dn, c + 1, nl)) repl = dv;
-            }
+            if (nl) repl = find_default(d, defs, n_def, c + 1, nl);
         }
         size_t add = repl ? strlen(repl) : 1;
+        if (n + add > *budget) {
+            *over = 1;
+            free(out);
+            return NULL;
+        }
         if (n + add + 1 > cap) {
             cap = 2 * (n + add + 1);
             char *q = realloc(out, cap);
@@ -359,7 +408,10 @@ static char *substitute(const xdoc *d, const int *defs, int n_def, const char *v
         }
         n += add;
     }
-    if (out) out[n] = 0;
+    if (out) {
+        out[n] = 0;
+        *budget -= n;
+    }
     return out;
 }
 
@@ -369,31 +421,45 @@ static mmd_status substitute_defaults(xdoc *d)
     for (int k = d->nodes[root].first_child; k >= 0; k = d->nodes[k].next)
         n_def += !strcmp(d->nodes[k].name, "default");
     if (n_def == 0) return MMD_OK;
-    int *defs = mmd_malloc((size_t)n_def, sizeof *defs, "XML defaults");
+    xdefault *defs = mmd_malloc((size_t)n_def, sizeof *defs, "XML defaults");
     if (!defs) return MMD_ERR_NOMEM;
     n_def = 0;
+    /* only defaults with a name and a value can substitute anything */
     for (int k = d->nodes[root].first_child; k >= 0; k = d->nodes[k].next)
-        if (!strcmp(d->nodes[k].name, "default")) defs[n_def++] = k;
+        if (!strcmp(d->nodes[k].name, "default") && attr(d, k, "name") && attr(d, k, "value"))
+            defs[n_def++] = (xdefault){attr(d, k, "name"), k};
+    qsort(defs, (size_t)n_def, sizeof *defs, cmp_default);
     mmd_status st = MMD_OK;
-    for (uint32_t j = 0; j < d->n_attrs && !st; j++) {
-        if (!strchr(d->attrs[j].value, '$')) continue;
-        if (d->n_extra == d->cap_extra) {
-            int nc = d->cap_extra ? 2 * d->cap_extra : 16;
-            char **q = mmd_realloc(d->extra, (size_t)nc, sizeof *q, "XML substitutions");
-            if (!q) {
-                st = MMD_ERR_NOMEM;
+    size_t budget = MAX_SUBSTITUTED;
+    for (int k = 0; k < d->n_nodes && !st; k++) {
+        for (uint32_t j = d->nodes[k].attr0; j < d->nodes[k].attr0 + d->nodes[k].nattr && !st; j++) {
+            if (!strchr(d->attrs[j].value, '$')) continue;
+            if (d->n_extra == d->cap_extra) {
+                int nc = d->cap_extra ? 2 * d->cap_extra : 16;
+                char **q = mmd_realloc(d->extra, (size_t)nc, sizeof *q, "XML substitutions");
+                if (!q) {
+                    st = MMD_ERR_NOMEM;
+                    break;
+                }
+                d->extra = q;
+                d->cap_extra = nc;
+            }
+            int over = 0;
+            char *out = substitute(d, defs, n_def, d->attrs[j].value, &budget, &over);
+            if (!out && over) {
+                st = mmd_error(MMD_ERR_INVALID,
+                               "%s:%d: attribute '%s': $name substitution of <default> values expands to more than "
+                               "%zu MiB (defaults that nest other defaults?)",
+                               d->path, d->nodes[k].line, d->attrs[j].name, MAX_SUBSTITUTED >> 20);
                 break;
             }
-            d->extra = q;
-            d->cap_extra = nc;
+            if (!out) {
+                st = mmd_error(MMD_ERR_NOMEM, "out of memory substituting defaults");
+                break;
+            }
+            d->extra[d->n_extra++] = out;
+            d->attrs[j].value = out;
         }
-        char *out = substitute(d, defs, n_def, d->attrs[j].value);
-        if (!out) {
-            st = mmd_error(MMD_ERR_NOMEM, "out of memory substituting defaults");
-            break;
-        }
-        d->extra[d->n_extra++] = out;
-        d->attrs[j].value = out;
     }
     free(defs);
     return st;
@@ -768,6 +834,43 @@ static mmd_status load_shape(mctx *c, int k)
     return st;
 }
 
+/* A bsdf node with an id, for finding repeated ids by sorting (comparing every pair took
+ * minutes for 10^5 bsdfs). */
+typedef struct bsdf_node {
+    const char *id;
+    int node;
+} bsdf_node;
+
+static int cmp_bsdf_node(const void *a, const void *b)
+{
+    const bsdf_node *x = a, *y = b;
+    int c = strcmp(x->id, y->id);
+    return c ? c : (x->node > y->node) - (x->node < y->node);
+}
+
+/* The first bsdf node, in document order, whose id an earlier bsdf already has (-1: none),
+ * and that earlier one. */
+static mmd_status first_repeated_bsdf(xdoc *d, int nb, int *dup, int *orig)
+{
+    *dup = *orig = -1;
+    bsdf_node *v = mmd_malloc((size_t)(nb ? nb : 1), sizeof *v, "bsdf ids");
+    if (!v) return MMD_ERR_NOMEM;
+    int n = 0;
+    for (int k = d->nodes[d->root].first_child; k >= 0; k = d->nodes[k].next)
+        if (!strcmp(d->nodes[k].name, "bsdf") && attr(d, k, "id")) v[n++] = (bsdf_node){attr(d, k, "id"), k};
+    qsort(v, (size_t)n, sizeof *v, cmp_bsdf_node);
+    for (int i = 1, first = 0; i < n; i++) {
+        if (strcmp(v[i - 1].id, v[i].id)) {
+            first = i; /* a new run of equal ids starts */
+        } else if (*dup < 0 || v[i].node < *dup) {
+            *dup = v[i].node;
+            *orig = v[first].node;
+        }
+    }
+    free(v);
+    return MMD_OK;
+}
+
 static mmd_status load_scene(xdoc *d, mmd_scene_builder *b)
 {
     mctx c = {d, b, NULL, 0, 0, 0};
@@ -780,6 +883,8 @@ static mmd_status load_scene(xdoc *d, mmd_scene_builder *b)
     int nb = 0;
     for (int k = d->nodes[root].first_child; k >= 0; k = d->nodes[k].next)
         nb += !strcmp(d->nodes[k].name, "bsdf");
+    int dup, orig;
+    if ((st = first_repeated_bsdf(d, nb, &dup, &orig))) return st;
     c.bsdfs = mmd_malloc((size_t)(nb ? nb : 1), sizeof *c.bsdfs, "bsdf table");
     if (!c.bsdfs) return MMD_ERR_NOMEM;
     /* Materials first, in file order, so shapes may refer to bsdfs defined after them. */
@@ -787,13 +892,11 @@ static mmd_status load_scene(xdoc *d, mmd_scene_builder *b)
         if (strcmp(d->nodes[k].name, "bsdf")) continue;
         const char *id = attr(d, k, "id");
         if (!id) continue; /* unreferenceable */
-        for (int j = 0; j < c.n_bsdfs; j++)
-            if (!strcmp(c.bsdfs[j].id, id)) {
-                st = mmd_error(MMD_ERR_INVALID, "%s:%d: bsdf id '%s' already defined at line %d",
-                               d->path, d->nodes[k].line, id, c.bsdfs[j].line);
-                break;
-            }
-        if (st) break;
+        if (k == dup) {
+            st = mmd_error(MMD_ERR_INVALID, "%s:%d: bsdf id '%s' already defined at line %d", d->path,
+                           d->nodes[k].line, id, d->nodes[orig].line);
+            break;
+        }
         bsdf_entry *e = &c.bsdfs[c.n_bsdfs];
         e->id = id;
         e->line = d->nodes[k].line;

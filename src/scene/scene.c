@@ -61,6 +61,7 @@ mmd_status mmd_scene_builder_init(mmd_scene_builder *b, const char *path)
 void mmd_scene_builder_abort(mmd_scene_builder *b)
 {
     mmd_scene_destroy(b->s);
+    free(b->mat_slots);
     memset(b, 0, sizeof *b);
 }
 
@@ -77,21 +78,42 @@ static mmd_status grow(void **p, size_t *cap, size_t need, size_t elem, const ch
     return MMD_OK;
 }
 
+/* Slot of material name `name` in b->mat_slots: the one holding it, or the empty one
+ * where it belongs. */
+static size_t mat_slot(const mmd_scene_builder *b, const char *name)
+{
+    size_t mask = b->cap_mat_slots - 1;
+    size_t h = (size_t)mmd_hash64(name, strlen(name), MMD_FNV_SEED) & mask;
+    while (b->mat_slots[h] && strcmp(b->s->materials[b->mat_slots[h] - 1].name, name) != 0) h = (h + 1) & mask;
+    return h;
+}
+
 mmd_status mmd_scene_builder_material(mmd_scene_builder *b, const mmd_scene_material *m,
                                       uint32_t *index)
 {
     mmd_scene *s = b->s;
-    for (uint32_t i = 0; i < s->n_materials; i++)
-        if (strcmp(s->materials[i].name, m->name) == 0) {
-            *index = i;
-            return MMD_OK;
-        }
-    if (s->n_materials == UINT32_MAX) return mmd_error(MMD_ERR_NOMEM, "too many materials");
+    if (b->cap_mat_slots < 2 * ((size_t)s->n_materials + 1)) {
+        /* keep the table at most half full; rebuild it from the materials so far */
+        size_t nc = b->cap_mat_slots ? 2 * b->cap_mat_slots : 64;
+        uint32_t *slots = mmd_calloc(nc, sizeof *slots, "scene material index");
+        if (!slots) return MMD_ERR_NOMEM;
+        free(b->mat_slots);
+        b->mat_slots = slots;
+        b->cap_mat_slots = nc;
+        for (uint32_t i = 0; i < s->n_materials; i++) b->mat_slots[mat_slot(b, s->materials[i].name)] = i + 1;
+    }
+    size_t slot = mat_slot(b, m->name);
+    if (b->mat_slots[slot]) {
+        *index = b->mat_slots[slot] - 1;
+        return MMD_OK;
+    }
+    if (s->n_materials >= UINT32_MAX - 1) return mmd_error(MMD_ERR_NOMEM, "too many materials");
     mmd_status st = grow((void **)&s->materials, &b->cap_materials, (size_t)s->n_materials + 1,
                          sizeof *s->materials, "scene materials");
     if (st) return st;
     s->materials[s->n_materials] = *m;
     *index = s->n_materials++;
+    b->mat_slots[slot] = *index + 1;
     return MMD_OK;
 }
 
@@ -197,6 +219,7 @@ mmd_status mmd_scene_builder_finish(mmd_scene_builder *b, mmd_scene **out)
     }
     mmd_scene_update_bbox(s);
     *out = s;
+    free(b->mat_slots);
     memset(b, 0, sizeof *b);
     return MMD_OK;
 }

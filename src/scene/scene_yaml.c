@@ -68,7 +68,8 @@ static mmd_status number(const yctx *c, yaml_node_t *n, const char *key, double 
     const char *v = scalar(n);
     char *end = NULL;
     double x = v && !is_null(n) ? strtod(v, &end) : NAN;
-    if (!v || end == v || *end || !isfinite(x) || x < lo || x > hi)
+    /* a null value (`eps_r:` with nothing after it) leaves end NULL: test it before *end */
+    if (!v || !end || end == v || *end || !isfinite(x) || x < lo || x > hi)
         return node_error(c, MMD_ERR_INVALID, n, "material '%s': expected a number in [%g, %g], got '%.60s'", key, lo,
                           hi, v ? v : "(not a scalar)");
     *out = x;

@@ -265,7 +265,7 @@ static int gather(smooth_job *j, uint32_t t, const uint32_t **list, size_t *n_li
             }
         }
         if (j->nb) {
-            memcpy(j->nb + j->n_nb, j->tmp, n * sizeof *j->tmp);
+            if (n) memcpy(j->nb + j->n_nb, j->tmp, n * sizeof *j->tmp); /* tmp may be NULL when empty (UBSan) */
             j->n_nb += n;
             j->off[t - j->t0 + 1] = (uint32_t)j->n_nb;
         }
