@@ -43,6 +43,12 @@ mmd_status mmd_coverage_grid(const mmd_scene *scene, const mmd_cfg_coverage *c, 
  * progress(done_rays, total_rays, user) after each batch when not NULL. */
 mmd_status mmd_sim_coverage(mmd_sim *s, const mmd_cfg_coverage *c, mmd_coverage_map *out,
                             void (*progress)(size_t, size_t, void *), void *user);
+/* The same across MPI ranks (mmd_par.h; collective): each rank traces a contiguous range
+ * of the same ray sequence and every rank ends with the whole map, the ranks' maps added
+ * in rank order (equal to one process's within float-sum rounding). One rank:
+ * mmd_sim_coverage. */
+mmd_status mmd_sim_coverage_par(mmd_sim *s, const mmd_cfg_coverage *c, mmd_coverage_map *out,
+                                void (*progress)(size_t, size_t, void *), void *user);
 void mmd_coverage_map_free(mmd_coverage_map *m);
 
 /* Where the scene's triangles cut the plane z = z_m, as 2-point segments flattened into

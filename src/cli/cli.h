@@ -22,6 +22,7 @@ int mmd_cmd_predict(const mmd_cli_opts *o, int argc, char **argv);
 int mmd_cmd_dataset(const mmd_cli_opts *o, int argc, char **argv);
 int mmd_cmd_evaluate(const mmd_cli_opts *o, int argc, char **argv);
 int mmd_cmd_import_nerf2(const mmd_cli_opts *o, int argc, char **argv);
+int mmd_cmd_protocol(const mmd_cli_opts *o, int argc, char **argv);
 
 /* Print "mmdiff: <last error>" to stderr and return the exit code for a failure. */
 int mmd_cli_fail(void);

@@ -1,4 +1,5 @@
 /* mmdiff command-line entry point: global options, then dispatch to a sub-command. */
+#include "mmd_par.h"
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -27,6 +28,7 @@ static const command commands[] = {
     {"dataset", mmd_cmd_dataset, "TRAJ and RAND measurement sets simulated on the clean mesh (dataset block)"},
     {"evaluate", mmd_cmd_evaluate, "peak F1 / AAE / APE and power error of predicted vs measured spectra"},
     {"import-nerf2", mmd_cmd_import_nerf2, "NeRF2 RFID spatial spectra (PNG) -> a measurement set"},
+    {"protocol", mmd_cmd_protocol, "the robustness protocol: datasets, 3 models on a noisy scan, metrics table, figures"},
 };
 
 static void usage(FILE *f)
@@ -44,13 +46,38 @@ static void usage(FILE *f)
                "             MMDIFF_CACHE_DIR (compiled-kernel cache), MMDIFF_THREADS\n");
 }
 
+static unsigned g_fail_count;
+
+unsigned mmd_cli_fail_count(void) { return g_fail_count; }
+const char *mmd_cli_version(void) { return MMD_VERSION; }
+
 int mmd_cli_fail(void)
 {
-    fprintf(stderr, "mmdiff: error: %s\n", mmd_last_error());
+    /* across MPI ranks every failure passes an agreement point first (mmd_par_agree), so
+     * each rank holds the same message: rank 0 speaks for the job */
+    if (mmd_par_rank() == 0) fprintf(stderr, "mmdiff: error: %s\n", mmd_last_error());
+    g_fail_count++;
+    /* the run's log.txt gets the error too (run.c captures log lines through the sink) */
+    mmd_log_sink_fn sink;
+    void *user;
+    mmd_log_set_sink(NULL, NULL, &sink, &user);
+    mmd_log_set_sink(sink, user, NULL, NULL);
+    if (sink) {
+        char line[2100];
+        snprintf(line, sizeof line, "error: %s", mmd_last_error());
+        sink(0, line, user);
+    }
     return 1;
 }
 
-int main(int argc, char **argv)
+/* Commands that run across MPI ranks (docs/cluster.md); the others refuse more than one. */
+static int runs_across_ranks(const char *cmd)
+{
+    return !strcmp(cmd, "simulate") || !strcmp(cmd, "coverage") || !strcmp(cmd, "dataset") ||
+           !strcmp(cmd, "calibrate");
+}
+
+static int run_main(int argc, char **argv)
 {
     mmd_cli_opts o = {0};
     int i = 1;
@@ -87,8 +114,29 @@ int main(int argc, char **argv)
         printf("mmdiff %s\n", MMD_VERSION);
         return 0;
     }
-    for (size_t k = 0; k < sizeof commands / sizeof *commands; k++)
-        if (!strcmp(cmd, commands[k].name)) return commands[k].run(&o, argc - i, argv + i);
+    for (size_t k = 0; k < sizeof commands / sizeof *commands; k++) {
+        if (strcmp(cmd, commands[k].name)) continue;
+        if (mmd_par_size() > 1 && !runs_across_ranks(cmd)) {
+            if (mmd_par_rank() == 0)
+                fprintf(stderr, "mmdiff: error: '%s' does not run across MPI ranks yet (%d ranks started); run it as "
+                                "one process (docs/cluster.md)\n", cmd, mmd_par_size());
+            return 2;
+        }
+        return commands[k].run(&o, argc - i, argv + i);
+    }
     fprintf(stderr, "mmdiff: error: unknown command '%s' (see mmdiff --help)\n", cmd);
     return 2;
+}
+
+int main(int argc, char **argv)
+{
+    /* MPI builds: every rank runs the same command line (mmd_par.h); a no-op otherwise */
+    if (mmd_par_init(&argc, &argv) != MMD_OK) {
+        fprintf(stderr, "mmdiff: error: %s\n", mmd_last_error());
+        return 1;
+    }
+    if (mmd_par_rank() != 0 && !getenv("MMDIFF_LOG")) mmd_log_set_level(0); /* rank 0 speaks for the job */
+    int rc = run_main(argc, argv);
+    mmd_par_finalize();
+    return rc;
 }

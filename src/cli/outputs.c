@@ -114,6 +114,10 @@ mmd_status mmd_cli_aoa_write(const mmd_cli_run *r, const char *dir, const mmd_ao
     const mmd_experiment *e = &r->e;
     char path[4200];
     mmd_status st = mmd_mkdirs(dir);
+    /* result.json is written last and marks a complete set: a previous run's must not
+     * vouch for a mix of its files and ours when this run fails half way */
+    snprintf(path, sizeof path, "%s/result.json", dir);
+    if (st == MMD_OK) remove(path);
     if (st == MMD_OK) {
         size_t shape[3] = {res->n_poses, (size_t)res->n_el, (size_t)res->n_az};
         snprintf(path, sizeof path, "%s/spectra.npy", dir);
@@ -360,7 +364,7 @@ mmd_status mmd_cli_coverage_compute(mmd_cli_run *r, mmd_cli_coverage *c)
     const mmd_experiment *e = &r->e;
     mmd_info("coverage: %d rays, depth %d, %s mode, z = %g m, %g m cells", e->coverage.rays, e->solver.max_depth,
              mmd_cfg_enum_name("solver.mode", e->solver.mode), e->coverage.z_m, e->coverage.cell_m);
-    mmd_status st = mmd_sim_coverage(r->sim, &e->coverage, &c->m, cov_progress, NULL);
+    mmd_status st = mmd_sim_coverage_par(r->sim, &e->coverage, &c->m, cov_progress, NULL);
     size_t n = (size_t)c->m.nx * c->m.ny;
     if (st == MMD_OK) {
         c->db = mmd_malloc(n, sizeof *c->db, "coverage map");
@@ -392,6 +396,8 @@ mmd_status mmd_cli_coverage_write(const mmd_cli_run *r, const char *dir, const c
     const mmd_coverage_map *m = &c->m;
     char path[4200];
     mmd_status st = mmd_mkdirs(dir);
+    snprintf(path, sizeof path, "%s/result.json", dir);
+    if (st == MMD_OK) remove(path); /* written last: marks a complete set (see mmd_cli_aoa_write) */
     size_t shape[2] = {(size_t)m->ny, (size_t)m->nx};
     if (st == MMD_OK) {
         snprintf(path, sizeof path, "%s/path_gain_db.npy", dir);

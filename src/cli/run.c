@@ -1,10 +1,167 @@
 /* Shared set-up and record keeping of the experiment-driven sub-commands (run.h). */
 #include "run.h"
+#include "mmd_par.h"
 
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
+#include <time.h>
 #include <unistd.h>
+
+/* ---- run records: log capture ----------------------------------------------------------- */
+
+struct mmd_cli_log {
+    pthread_mutex_t mu;
+    FILE *f;             /* DIR/log.txt once attached */
+    char *buf;           /* lines before that */
+    size_t len, cap;
+    mmd_log_sink_fn prev; /* an outer capture (the protocol around a step) */
+    void *prev_user;
+};
+
+static void log_sink(int level, const char *line, void *user)
+{
+    mmd_cli_log *l = user;
+    pthread_mutex_lock(&l->mu);
+    if (l->f) {
+        fprintf(l->f, "[mmdiff] %s\n", line);
+        fflush(l->f);
+    } else {
+        size_t n = strlen(line) + 10;
+        if (l->len + n + 1 > l->cap) {
+            size_t cap = 2 * (l->len + n + 1) + 4096;
+            char *b = realloc(l->buf, cap);
+            if (b) {
+                l->buf = b;
+                l->cap = cap;
+            }
+        }
+        if (l->len + n + 1 <= l->cap) l->len += (size_t)snprintf(l->buf + l->len, l->cap - l->len, "[mmdiff] %s\n", line);
+    }
+    pthread_mutex_unlock(&l->mu);
+    if (l->prev) l->prev(level, line, l->prev_user);
+}
+
+mmd_cli_log *mmd_cli_log_begin(void)
+{
+    mmd_cli_log *l = calloc(1, sizeof *l);
+    if (!l) return NULL;
+    pthread_mutex_init(&l->mu, NULL);
+    mmd_log_set_sink(log_sink, l, &l->prev, &l->prev_user);
+    return l;
+}
+
+mmd_status mmd_cli_log_attach(mmd_cli_log *l, const char *dir)
+{
+    if (!l) return MMD_OK;
+    char path[4200];
+    snprintf(path, sizeof path, "%s/log.txt", dir);
+    pthread_mutex_lock(&l->mu);
+    if (l->f) fclose(l->f);
+    l->f = fopen(path, "w");
+    mmd_status st = MMD_OK;
+    if (!l->f) {
+        st = mmd_error(MMD_ERR_IO, "%s: cannot create the log file", path);
+    } else {
+        if (l->len) fwrite(l->buf, 1, l->len, l->f);
+        fflush(l->f);
+    }
+    free(l->buf);
+    l->buf = NULL;
+    l->len = l->cap = 0;
+    pthread_mutex_unlock(&l->mu);
+    return st;
+}
+
+void mmd_cli_log_end(mmd_cli_log *l)
+{
+    if (!l) return;
+    mmd_log_set_sink(l->prev, l->prev_user, NULL, NULL);
+    if (l->f) fclose(l->f);
+    free(l->buf);
+    pthread_mutex_destroy(&l->mu);
+    free(l);
+}
+
+/* ---- run records: run.json ---------------------------------------------------------------- */
+
+/* the device of the last run opened in this process (the protocol reports its steps') */
+static mmd_cl_device_info g_last_device;
+static int g_have_last_device;
+
+static void utc_string(long long t, char *buf, size_t cap)
+{
+    time_t tt = (time_t)t;
+    struct tm tm;
+    if (gmtime_r(&tt, &tm)) strftime(buf, cap, "%Y-%m-%dT%H:%M:%SZ", &tm);
+    else snprintf(buf, cap, "?");
+}
+
+mmd_status mmd_cli_run_json_write(const char *dir, const mmd_cli_run_info *in)
+{
+    char path[4200], cwd[4096], t[64];
+    mmd_json j;
+    mmd_json_init(&j);
+    mmd_json_begin_object(&j);
+    mmd_json_kv_string(&j, "tool", in->tool);
+    mmd_json_kv_string(&j, "version", mmd_cli_version());
+    mmd_json_kv_string(&j, "command", in->cmdline);
+    mmd_json_kv_string(&j, "working_directory", getcwd(cwd, sizeof cwd) ? cwd : NULL);
+    utc_string(in->started_unix, t, sizeof t);
+    mmd_json_kv_string(&j, "started_utc", t);
+    utc_string((long long)time(NULL), t, sizeof t);
+    mmd_json_kv_string(&j, "finished_utc", t);
+    mmd_json_kv_double(&j, "seconds", mmd_now() - in->t0);
+    mmd_json_kv_string(&j, "status", in->failed ? "failed" : "ok");
+    mmd_json_kv_string(&j, "error", in->failed ? in->error : NULL);
+    const mmd_cl_device_info *d = in->cl ? &in->cl->info : g_have_last_device ? &g_last_device : NULL;
+    mmd_json_key(&j, "device");
+    if (d) {
+        mmd_json_begin_object(&j);
+        mmd_json_kv_string(&j, "platform", d->platform_name);
+        mmd_json_kv_string(&j, "name", d->device_name);
+        mmd_json_kv_string(&j, "version", d->device_version);
+        mmd_json_kv_string(&j, "driver", d->driver_version);
+        mmd_json_end_object(&j);
+    } else {
+        mmd_json_null(&j);
+    }
+    mmd_json_key(&j, "seeds");
+    if (in->e) {
+        const mmd_experiment *e = in->e;
+        mmd_json_begin_object(&j);
+        mmd_json_kv_int(&j, "solver", (long long)e->solver.seed);
+        mmd_json_kv_int(&j, "train", (long long)e->train.seed);
+        mmd_json_kv_int(&j, "dataset", (long long)e->dataset.seed);
+        mmd_json_key(&j, "noise");
+        if (e->scene.noise.enabled) mmd_json_int(&j, (long long)e->scene.noise.seed);
+        else mmd_json_null(&j);
+        mmd_json_end_object(&j);
+    } else {
+        mmd_json_null(&j);
+    }
+    char host[256] = "";
+    gethostname(host, sizeof host - 1);
+    mmd_json_key(&j, "host");
+    mmd_json_begin_object(&j);
+    mmd_json_kv_string(&j, "name", host);
+    mmd_json_kv_int(&j, "cpus", sysconf(_SC_NPROCESSORS_ONLN));
+    mmd_json_end_object(&j);
+    mmd_json_key(&j, "files");
+    mmd_json_begin_object(&j);
+    mmd_json_kv_string(&j, "config", "experiment.resolved.yaml");
+    mmd_json_kv_string(&j, "command", "command.txt");
+    mmd_json_kv_string(&j, "log", "log.txt");
+    mmd_json_end_object(&j);
+    if (in->extra) in->extra(&j, in->user);
+    mmd_json_end_object(&j);
+    snprintf(path, sizeof path, "%s/run.json", dir);
+    mmd_status st = mmd_json_save(&j, path);
+    mmd_json_free(&j);
+    return st;
+}
 
 static int usage(const char *cmd, const mmd_cli_extra_opt *extra, size_t n_extra)
 {
@@ -84,12 +241,41 @@ int mmd_cli_run_open_ex(mmd_cli_run *r, const mmd_cli_opts *o, const char *cmd, 
     return mmd_cli_run_open_flags(r, o, cmd, argc, argv, need_poses, extra, n_extra, 0);
 }
 
+/* "gpu:local" / "cpu:local": the node-local MPI rank's device of that kind (the i-th
+ * rank on a node takes the i-th such device, wrapping), written as "P:D" into buf. Other
+ * selectors pass through. */
+static mmd_status resolve_device(const char *sel, char *buf, size_t n, const char **out)
+{
+    *out = sel;
+    if (!sel || !sel[0]) sel = getenv("MMDIFF_DEVICE");
+    if (!sel || (strcasecmp(sel, "gpu:local") && strcasecmp(sel, "cpu:local"))) return MMD_OK;
+    cl_device_type want = !strncasecmp(sel, "gpu", 3) ? CL_DEVICE_TYPE_GPU : CL_DEVICE_TYPE_CPU;
+    mmd_cl_device_info *list;
+    int count, k = 0, pick = -1;
+    mmd_status st = mmd_cl_list_devices(&list, &count);
+    if (st != MMD_OK) return st;
+    int have = 0;
+    for (int i = 0; i < count; i++) have += (list[i].type & want) != 0;
+    int want_k = have ? mmd_par_local_rank() % have : 0;
+    for (int i = 0; i < count && pick < 0; i++)
+        if ((list[i].type & want) && k++ == want_k) pick = i;
+    if (pick >= 0) snprintf(buf, n, "%d:%d", list[pick].platform_index, list[pick].device_index);
+    free(list);
+    if (pick < 0)
+        return mmd_error(MMD_ERR_NODEVICE, "--device %s: this node has no %s device", sel,
+                         want == CL_DEVICE_TYPE_GPU ? "GPU" : "CPU");
+    *out = buf;
+    return MMD_OK;
+}
+
 int mmd_cli_run_open_flags(mmd_cli_run *r, const mmd_cli_opts *o, const char *cmd, int argc, char **argv,
                            int need_poses, const mmd_cli_extra_opt *extra, size_t n_extra, unsigned flags)
 {
     memset(r, 0, sizeof *r);
     r->cmd = cmd;
     r->t0 = mmd_now();
+    r->started_unix = (long long)time(NULL);
+    r->fails_at_open = mmd_cli_fail_count();
     const char *out_dir = NULL;
     const char **sets = calloc((size_t)argc + 1, sizeof *sets);
     size_t n_sets = 0;
@@ -133,6 +319,7 @@ int mmd_cli_run_open_flags(mmd_cli_run *r, const mmd_cli_opts *o, const char *cm
         free(sets);
         return usage(cmd, extra, n_extra);
     }
+    r->log = mmd_cli_log_begin(); /* log.txt: every line from here on */
     r->cmdline = join_cmdline(o, cmd, argc, argv);
     mmd_status st = r->cmdline ? MMD_OK : mmd_error(MMD_ERR_NOMEM, "out of memory");
     if (st == MMD_OK) st = mmd_experiment_load(r->exp_path, sets, n_sets, &r->e);
@@ -185,8 +372,19 @@ int mmd_cli_run_open_flags(mmd_cli_run *r, const mmd_cli_opts *o, const char *cm
         st = mmd_bvh_build(r->scene->vertices, r->scene->indices, r->scene->n_triangles, &bo, &r->bvh);
     }
     if (st == MMD_OK) mmd_info("bvh: %u nodes, built in %.1f ms", r->bvh->n_nodes, 1e3 * r->bvh->build_seconds);
-    if (st == MMD_OK) st = mmd_cl_create(o->device, &r->cl);
+    char dev_buf[32];
+    const char *dev = o->device;
+    if (st == MMD_OK) st = resolve_device(o->device, dev_buf, sizeof dev_buf, &dev);
+    if (st == MMD_OK) st = mmd_cl_create(dev, &r->cl);
+    if (st == MMD_OK) {
+        g_last_device = r->cl->info;
+        g_have_last_device = 1;
+    }
     if (st == MMD_OK) st = mmd_sim_create(r->cl, r->scene, r->bvh, e, &r->sim);
+    if (st == MMD_OK && mmd_par_size() > 1) /* every rank, whatever its log level */
+        fprintf(stderr, "[mmdiff] rank %d of %d on %s: device %s (%s)\n", mmd_par_rank(), mmd_par_size(),
+                mmd_par_host(), r->cl->info.device_name, r->cl->info.platform_name);
+    st = mmd_par_agree(st); /* one rank's bad input or device ends every rank, with its message */
     if (st != MMD_OK) {
         int rc = mmd_cli_fail();
         mmd_cli_run_close(r);
@@ -197,6 +395,17 @@ int mmd_cli_run_open_flags(mmd_cli_run *r, const mmd_cli_opts *o, const char *cm
 
 void mmd_cli_run_close(mmd_cli_run *r)
 {
+    if (r->records_written && r->dir) {
+        /* run.json: the record of how this run went (written last, at close) */
+        char tool[64];
+        snprintf(tool, sizeof tool, "mmdiff %s", r->cmd ? r->cmd : "?");
+        int failed = mmd_cli_fail_count() > r->fails_at_open;
+        mmd_cli_run_info in = {tool, r->cmdline, r->have_e ? &r->e : NULL, r->cl, r->t0, r->started_unix,
+                               failed, failed ? mmd_last_error() : NULL, NULL, NULL};
+        if (mmd_cli_run_json_write(r->dir, &in) != MMD_OK)
+            mmd_warn("%s/run.json: %s", r->dir, mmd_last_error());
+    }
+    mmd_cli_log_end(r->log);
     mmd_sim_destroy(r->sim);
     mmd_cl_destroy(r->cl);
     mmd_bvh_destroy(r->bvh);
@@ -224,6 +433,8 @@ mmd_status mmd_cli_run_write_records(mmd_cli_run *r)
         st = mmd_write_file_atomic(path, text, (size_t)n);
         free(text);
     }
+    if (st == MMD_OK && r->log && !r->records_written) st = mmd_cli_log_attach(r->log, r->dir);
+    if (st == MMD_OK) r->records_written = 1;
     return st;
 }
 

@@ -4,6 +4,7 @@
  * ray order (double precision) so a seed gives the same map bit for bit.
  */
 #include "mmd_coverage.h"
+#include "mmd_par.h"
 #include "mmd_trace.h"
 
 #include <math.h>
@@ -88,8 +89,9 @@ static mmd_status ensure_slots(mmd_sim *s, size_t n_slots)
     return st;
 }
 
-mmd_status mmd_sim_coverage(mmd_sim *s, const mmd_cfg_coverage *c, mmd_coverage_map *out,
-                            void (*progress)(size_t, size_t, void *), void *user)
+/* Rays [r0, r1) of the c->rays of the sampling sequence, deposited into a fresh map. */
+static mmd_status coverage_range(mmd_sim *s, const mmd_cfg_coverage *c, size_t r0, size_t r1, mmd_coverage_map *out,
+                                 void (*progress)(size_t, size_t, void *), void *user)
 {
     memset(out, 0, sizeof *out);
     if (c->rays < 1) return mmd_error(MMD_ERR_INVALID, "coverage.rays: %d, expected at least 1", c->rays);
@@ -109,6 +111,11 @@ mmd_status mmd_sim_coverage(mmd_sim *s, const mmd_cfg_coverage *c, mmd_coverage_
     size_t total = (size_t)c->rays;
     /* batches of <= 1M rays: 8 bytes per slot keeps a batch's deposits at <= 32 MB */
     size_t batch = total < ((size_t)1 << 20) ? total : ((size_t)1 << 20);
+    /* fewer rays per launch when the device budget is tight (mmd_cl_buffer), so a large map
+     * runs in more launches instead of failing; deposits are summed ray by ray in global
+     * order, so the map does not depend on the batch size */
+    size_t fit = (size_t)((mmd_cl_mem_available(s->cl) + (cl_ulong)s->cap_cov * 8u) / ((cl_ulong)slots * 8u));
+    if (batch > fit) batch = fit > 256 ? fit / 64 * 64 : 256; /* below 256 rays: refused with the numbers */
     if (st == MMD_OK) st = ensure_slots(s, batch * slots);
     cl_uint *cell = mmd_malloc(batch * slots, sizeof *cell, "coverage deposits");
     float *val = mmd_malloc(batch * slots, sizeof *val, "coverage deposits");
@@ -116,8 +123,8 @@ mmd_status mmd_sim_coverage(mmd_sim *s, const mmd_cfg_coverage *c, mmd_coverage_
     float zf = (float)c->z_m, x0f = (float)m.x0, y0f = (float)m.y0, cf = (float)m.cell_m;
     cl_int nx = m.nx, ny = m.ny;
     cl_uint ntot = (cl_uint)total;
-    for (size_t first = 0; st == MMD_OK && first < total; first += batch) {
-        size_t n = total - first < batch ? total - first : batch;
+    for (size_t first = r0; st == MMD_OK && first < r1; first += batch) {
+        size_t n = r1 - first < batch ? r1 - first : batch;
         cl_uint f32 = (cl_uint)first, n32 = (cl_uint)n;
         cl_kernel k = s->k_cov;
         cl_int err = clSetKernelArg(k, 0, sizeof(cl_mem), &s->d_nodes);
@@ -167,7 +174,7 @@ mmd_status mmd_sim_coverage(mmd_sim *s, const mmd_cfg_coverage *c, mmd_coverage_
             m.count[ci]++;
         }
         m.t_accumulate += mmd_now() - t1;
-        if (progress) progress(first + n, total, user);
+        if (progress) progress(first + n - r0, r1 - r0, user);
     }
     free(cell);
     free(val);
@@ -176,6 +183,43 @@ mmd_status mmd_sim_coverage(mmd_sim *s, const mmd_cfg_coverage *c, mmd_coverage_
         return st;
     }
     m.n_rays = total;
+    *out = m;
+    return MMD_OK;
+}
+
+mmd_status mmd_sim_coverage(mmd_sim *s, const mmd_cfg_coverage *c, mmd_coverage_map *out,
+                            void (*progress)(size_t, size_t, void *), void *user)
+{
+    memset(out, 0, sizeof *out);
+    if (c->rays < 1) return mmd_error(MMD_ERR_INVALID, "coverage.rays: %d, expected at least 1", c->rays);
+    return coverage_range(s, c, 0, (size_t)c->rays, out, progress, user);
+}
+
+mmd_status mmd_sim_coverage_par(mmd_sim *s, const mmd_cfg_coverage *c, mmd_coverage_map *out,
+                                void (*progress)(size_t, size_t, void *), void *user)
+{
+    if (mmd_par_size() == 1) return mmd_sim_coverage(s, c, out, progress, user);
+    memset(out, 0, sizeof *out);
+    if (c->rays < 1) return mmd_error(MMD_ERR_INVALID, "coverage.rays: %d, expected at least 1", c->rays);
+    size_t lo, hi;
+    mmd_par_share((size_t)c->rays, &lo, &hi);
+    mmd_coverage_map m;
+    mmd_status st = mmd_par_agree(coverage_range(s, c, lo, hi, &m, progress, user));
+    if (st != MMD_OK) return st;
+    /* each rank summed its rays in order; the ranks' maps add in rank order */
+    size_t n_cells = (size_t)m.nx * m.ny;
+    double *cnt = mmd_malloc(n_cells ? n_cells : 1, sizeof *cnt, "coverage counts");
+    st = mmd_par_agree(cnt ? MMD_OK : MMD_ERR_NOMEM);
+    for (size_t i = 0; st == MMD_OK && i < n_cells; i++) cnt[i] = m.count[i];
+    if (st == MMD_OK) st = mmd_par_sum(m.gain, n_cells);
+    if (st == MMD_OK) st = mmd_par_sum(cnt, n_cells);
+    for (size_t i = 0; st == MMD_OK && i < n_cells; i++) m.count[i] = (uint32_t)cnt[i];
+    free(cnt);
+    if (st != MMD_OK) {
+        mmd_coverage_map_free(&m);
+        return st;
+    }
+    m.n_rays = (size_t)c->rays;
     *out = m;
     return MMD_OK;
 }
