@@ -4,11 +4,20 @@
 #   make test       build and run the unit tests on the default OpenCL device (PoCL in CI)
 #   make test-asan  the same under AddressSanitizer + UndefinedBehaviorSanitizer
 #   make bench      performance figures (BENCH lines), see BENCHMARKS.md
-#   make demo       install missing packages, build, run the shipped example
+#   make demo       install missing packages, build, run the robustness protocol at demo size
+#   make paper      the robustness protocol at the paper's size (hours on a CPU; docs/protocol.md)
 #   make install    PREFIX=/usr/local DESTDIR=
 #   make deps       install the Debian packages (or print the command)
 
 PREFIX ?= /usr/local
+# make MPI=1: built with Open MPI's mpicc for multi-rank runs (src/par, docs/cluster.md);
+# its objects live in build-mpi/ so the two builds never mix
+MPI ?= 0
+ifeq ($(MPI),1)
+  BUILD ?= build-mpi
+  CC := mpicc
+  MPI_CFLAGS := -DMMD_HAVE_MPI=1
+endif
 BUILD ?= build
 CC ?= cc
 PKG_CONFIG ?= pkg-config
@@ -26,7 +35,7 @@ CFLAGS ?= $(OPT) -g
 # -ffp-contract=off: host references must round exactly like the kernels (which also
 # disable contraction), so hits and t compare bit-for-bit.
 ALL_CFLAGS := -std=c11 -Wall -Wextra -Wno-unused-parameter -ffp-contract=off -pthread \
-              -D_GNU_SOURCE -Iinclude -I$(BUILD)/gen $(PKG_CFLAGS) $(CFLAGS)
+              -D_GNU_SOURCE -Iinclude -I$(BUILD)/gen $(PKG_CFLAGS) $(MPI_CFLAGS) $(CFLAGS)
 # CLBlast runs the MLP's GEMMs (src/learn/mlp.c); Debian's libclblast-dev has a .pc file, others may not.
 CLBLAST_LIBS := $(shell $(PKG_CONFIG) --libs clblast 2>/dev/null || echo -lclblast)
 LDLIBS := $(PKG_LIBS) $(CLBLAST_LIBS) -lm -lpthread
@@ -46,7 +55,7 @@ TEST_BIN := $(TEST_SRC:test/%.c=$(BUILD)/test/%)
 LIB := $(BUILD)/libmmdiff.a
 BIN := $(BUILD)/mmdiff
 
-.PHONY: all test test-asan bench studies demo install clean deps check-deps
+.PHONY: all test test-mpi test-asan bench studies demo paper install clean deps check-deps fuzz fuzz-build fuzz-lib
 all: check-deps $(BIN)
 
 check-deps:
@@ -93,6 +102,16 @@ test: check-deps $(BIN) $(TEST_BIN)
 	@MMDIFF_CACHE_DIR=$${MMDIFF_CACHE_DIR:-$(CURDIR)/$(BUILD)/clcache} MMD_BIN=$(CURDIR)/$(BIN) \
 	  MMD_SHARED=$${MMD_SHARED:-$(CURDIR)/../shared} test/run_tests.sh $(TEST_BIN)
 
+# Multi-rank checks of the MPI build (issue 7; Open MPI: libopenmpi-dev openmpi-bin),
+# two ranks on this machine (loopback).
+MPIRUN := OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 mpirun -np 2 --oversubscribe
+test-mpi:
+	$(MAKE) MPI=1 all build-mpi/test/test_par build-mpi/test/test_par_sim
+	$(MPIRUN) build-mpi/test/test_par
+	MMDIFF_CACHE_DIR=$${MMDIFF_CACHE_DIR:-$(CURDIR)/build-mpi/clcache} MMD_SHARED=$${MMD_SHARED:-$(CURDIR)/../shared} \
+	  $(MPIRUN) build-mpi/test/test_par_sim
+	MMDIFF_CACHE_DIR=$${MMDIFF_CACHE_DIR:-$(CURDIR)/build-mpi/clcache} sh test/mpi_cli.sh build-mpi
+
 test-asan:
 	LSAN_OPTIONS=suppressions=$(CURDIR)/test/lsan.supp:print_suppressions=0 MMD_TEST_QUICK_BRUTE=1 \
 	$(MAKE) BUILD=build-asan OPT=-O1 \
@@ -120,18 +139,60 @@ studies: check-deps $(STUDY_BIN)
 
 bench: check-deps $(BUILD)/bench $(BIN) studies
 	MMDIFF_CACHE_DIR=$${MMDIFF_CACHE_DIR:-$(CURDIR)/$(BUILD)/clcache} $(BUILD)/bench
+	@if [ "$(MPI)" = 1 ]; then sh tools/bench_mpi.sh; fi
 
 demo:
 	@sh tools/install-deps.sh --if-missing
 	$(MAKE) all
 	sh tools/demo.sh
 
+# The robustness protocol at the paper's size (2800 TRAJ / 500 RAND poses; docs/protocol.md).
+# tools/protocol_large.sh without --paper is the ~1 h, 400 / 200 run.
+paper: all
+	sh tools/protocol_large.sh --paper
+
 install: all
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/doc/mmdiff
 	install -m 755 $(BIN) $(DESTDIR)$(PREFIX)/bin/mmdiff
 	install -m 644 README.md $(DESTDIR)$(PREFIX)/share/doc/mmdiff/
 
+# Fuzzing (test/fuzz, docs/RELIABILITY.md): one libFuzzer harness per parser, built with
+# clang + ASan + UBSan against a library compiled into its own folder (coverage-
+# instrumented), so build/ is untouched. `make fuzz SECONDS=N` runs each harness for N
+# seconds on its seeds (made from ../shared and the library's writers) plus whatever an
+# earlier run found; a crash stops the run, and the input is in build-fuzz/artifacts/.
+FUZZ_CC ?= clang-15
+FUZZ_BUILD ?= build-fuzz
+SECONDS ?= 10
+FUZZ_SANITIZE := -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
+# glibc defines CMPLX only for GCC >= 4.7, and clang claims to be GCC 4.2.
+FUZZ_DEFS := '-DCMPLX(x,y)=__builtin_complex((double)(x),(double)(y))'
+FUZZ_SRC := $(sort $(wildcard test/fuzz/fuzz_*.c))
+FUZZ_BIN := $(FUZZ_SRC:test/fuzz/%.c=$(FUZZ_BUILD)/%)
+# -rss_limit_mb: an input that makes a parser allocate far beyond its size is a bug.
+FUZZ_ARGS ?= -timeout=10 -rss_limit_mb=1024 -malloc_limit_mb=512 -print_final_stats=1
+
+fuzz-lib:
+	@$(MAKE) --no-print-directory BUILD=$(FUZZ_BUILD) CC=$(FUZZ_CC) \
+	  CFLAGS="-O1 -g $(FUZZ_SANITIZE) -fsanitize=fuzzer-no-link $(FUZZ_DEFS)" $(FUZZ_BUILD)/libmmdiff.a
+
+$(FUZZ_BUILD)/fuzz_%: test/fuzz/fuzz_%.c test/fuzz/fuzz_common.h $(FUZZ_BUILD)/libmmdiff.a
+	$(FUZZ_CC) $(filter-out $(CFLAGS),$(ALL_CFLAGS)) -O1 -g $(FUZZ_SANITIZE) -fsanitize=fuzzer -o $@ $< \
+	  $(FUZZ_BUILD)/libmmdiff.a $(LDLIBS)
+
+$(FUZZ_BUILD)/make_seeds: test/fuzz/make_seeds.c test/fuzz/fuzz_common.h $(FUZZ_BUILD)/libmmdiff.a
+	$(FUZZ_CC) $(filter-out $(CFLAGS),$(ALL_CFLAGS)) -O1 -g $(FUZZ_SANITIZE) -o $@ $< $(FUZZ_BUILD)/libmmdiff.a $(LDLIBS)
+
+fuzz-build: check-deps
+	@command -v $(FUZZ_CC) >/dev/null || { echo "mmdiff: make fuzz needs $(FUZZ_CC) with libFuzzer (apt-get install clang-15)"; exit 1; }
+	@$(MAKE) --no-print-directory fuzz-lib
+	@$(MAKE) --no-print-directory $(FUZZ_BIN) $(FUZZ_BUILD)/make_seeds
+
+fuzz: fuzz-build
+	@MMD_SHARED=$${MMD_SHARED:-$(CURDIR)/../shared} sh test/fuzz/run.sh $(FUZZ_BUILD) $(SECONDS) \
+	  "$(FUZZ_ARGS)" $(notdir $(FUZZ_BIN))
+
 clean:
-	rm -rf build build-asan
+	rm -rf build build-asan build-mpi build-fuzz
 
 -include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)

@@ -65,6 +65,9 @@ mmd_status mmd_par_bcast(void *buf, size_t n, int root);
  * every rank (MMD_OK when none failed) and sets that rank's message everywhere. */
 mmd_status mmd_par_agree(mmd_status st);
 
+/* Bytes this rank has put into mmd_par_sum and mmd_par_gather so far (single process: 0). */
+void mmd_par_traffic(size_t *summed, size_t *gathered);
+
 /* End every rank now (a fatal error outside an agreement point). */
 void mmd_par_abort(int code);
 

@@ -1,9 +1,11 @@
 /* Simulation across MPI ranks (mmd_sim_aoa_par, issue 7): rank 0's result equals, byte
  * for byte, the result of one process simulating every pose (spectra, powers, peaks and,
  * in specular mode, the paths). As one process the two calls are the same call; under
- * `make test-mpi` (mpirun -np 2) the poses are split across the ranks. */
+ * `make test-mpi` (mpirun -np 2) the poses are split across the ranks. Coverage: the
+ * rays are split, and the map equals one process's within 1e-6 relative. */
 #include "mmd_bvh.h"
 #include "mmd_config.h"
+#include "mmd_coverage.h"
 #include "mmd_par.h"
 #include "mmd_paths.h"
 #include "mmd_scene.h"
@@ -21,7 +23,8 @@ static const char *k_yaml =
     "    - {position_m: [1.0, 3.0, 1.0], yaw_deg: 0}\n"
     "    - {position_m: [2.0, 1.2, 1.8], yaw_deg: 150}\n"
     "aoa: {azimuth_deg: [-90, 90, 3], elevation_deg: [-45, 45, 3]}\n"
-    "solver: {rays: 4000, max_depth: 3, seed: 7, mode: %s}\n";
+    "solver: {rays: 4000, max_depth: 3, seed: 7, mode: %s}\n"
+    "coverage: {rays: 100001, cell_m: 0.25, z_m: 1.2}\n";
 
 static void check_mode(mmd_cl *cl, const char *mode)
 {
@@ -59,6 +62,24 @@ static void check_mode(mmd_cl *cl, const char *mode)
             CHECK(paths_same, "%s: the same specular paths", mode);
         }
     }
+    /* coverage: rays split across the ranks, maps added in rank order */
+    mmd_coverage_map ca, cb;
+    memset(&ca, 0, sizeof ca);
+    memset(&cb, 0, sizeof cb);
+    if (st == MMD_OK) st = mmd_sim_coverage_par(sim, &e.coverage, &ca, NULL, NULL);
+    CHECK(st == MMD_OK, "%s: sharded coverage: %s", mode, mmd_last_error());
+    if (st == MMD_OK && mmd_par_rank() == 0 && mmd_sim_coverage(sim, &e.coverage, &cb, NULL, NULL) == MMD_OK) {
+        size_t nc = (size_t)cb.nx * cb.ny, lit = 0;
+        double worst = 0;
+        int counts = ca.nx == cb.nx && ca.ny == cb.ny && !memcmp(ca.count, cb.count, nc * sizeof *cb.count);
+        for (size_t i = 0; counts && i < nc; i++)
+            if (cb.gain[i] > 0) worst = fmax(worst, fabs(ca.gain[i] / cb.gain[i] - 1)), lit++;
+        CHECK(counts && lit > 10 && worst < 1e-6,
+              "%s: coverage over %d ranks = one process's (same counts, gain within %.1e relative over %zu cells)",
+              mode, mmd_par_size(), worst, lit);
+    }
+    mmd_coverage_map_free(&ca);
+    mmd_coverage_map_free(&cb);
     mmd_aoa_result_free(&a);
     mmd_aoa_result_free(&b);
     mmd_sim_destroy(sim);

@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "mmd_calib.h"
+#include "mmd_par.h"
 #include "mmd_train.h"
 #include "run.h"
 
@@ -230,10 +231,15 @@ int mmd_cmd_calibrate(const mmd_cli_opts *o, int argc, char **argv)
     to.stop = &g_stop;
     /* a resume that would be refused is refused before anything is written */
     if (st == MMD_OK && resume) st = mmd_train_resume_check(mmd_calib_n_params(c), ms.n_poses, &to);
-    if (st == MMD_OK && !resume && access(ckpt, F_OK) == 0)
+    /* across MPI ranks every rank trains the same model on its share of each batch
+     * (mmd_calib_loss); rank 0 alone writes checkpoints and outputs (docs/cluster.md) */
+    int root = mmd_par_rank() == 0;
+    st = mmd_par_agree(st);
+    if (st == MMD_OK && root && !resume && access(ckpt, F_OK) == 0)
         mmd_warn("%s exists: starting afresh and replacing it (--resume continues it)", ckpt);
-    if (st == MMD_OK) st = mmd_cli_run_write_records(&r);
-    if (st == MMD_OK) {
+    if (st == MMD_OK && root) st = mmd_cli_run_write_records(&r);
+    st = mmd_par_agree(st);
+    if (st == MMD_OK && root) {
         /* result.json marks a complete run: a previous one's must not outlive this start */
         snprintf(path, sizeof path, "%s/result.json", r.dir);
         remove(path);
@@ -252,21 +258,33 @@ int mmd_cmd_calibrate(const mmd_cli_opts *o, int argc, char **argv)
         sigaction(SIGTERM, &sa, &old_term);
         mmd_info("calibrate: %s model, %zu parameters, lr %g, %d poses per step, %d epochs",
                  mmd_calib_mlp(c) ? "neural" : "per_object", obj.n_params, to.lr, to.batch_poses, to.epochs);
+        size_t sum0, gat0, sum1, gat1;
+        mmd_par_traffic(&sum0, &gat0);
         st = mmd_train_run(&obj, ms.n_poses, &to, &t);
+        mmd_par_traffic(&sum1, &gat1);
+        /* what goes over the network, averaged over this run's steps (validation included;
+         * tools/bench_mpi.sh reads this line) */
+        if (st == MMD_OK && mmd_par_size() > 1 && t.steps > 0)
+            mmd_info("MPI: %d ranks; per rank and step %.0f bytes summed (gradient, loss, stop flag) and %.0f bytes "
+                     "gathered (scale-fit ratios)",
+                     mmd_par_size(), (double)(sum1 - sum0) / (double)t.steps, (double)(gat1 - gat0) / (double)t.steps);
         sigaction(SIGINT, &old_int, NULL);
         sigaction(SIGTERM, &old_term, NULL);
     }
+    st = mmd_par_agree(st);
     if (st == MMD_OK && t.interrupted) {
-        fprintf(stderr, "mmdiff: interrupted after %zu epochs; checkpoint %s\n"
+        if (root)
+            fprintf(stderr, "mmdiff: interrupted after %zu epochs; checkpoint %s\n"
                         "mmdiff: continue with: mmdiff calibrate %s -o %s --resume\n",
-                t.n_epochs, ckpt, r.exp_path, r.dir);
+                            t.n_epochs, ckpt, r.exp_path, r.dir);
         rc = g_signal ? 128 + (int)g_signal : 130;
     } else {
-        if (st == MMD_OK) st = write_materials(&r, c, r.dir);
-        if (st == MMD_OK) st = write_result(&r, c, &t, &ms, "checkpoint.bin");
+        if (st == MMD_OK && root) st = write_materials(&r, c, r.dir);
+        if (st == MMD_OK && root) st = write_result(&r, c, &t, &ms, "checkpoint.bin");
+        st = mmd_par_agree(st);
         if (st != MMD_OK) {
             rc = mmd_cli_fail();
-        } else {
+        } else if (root) {
             printf("%-6s %12s %12s %9s\n", "epoch", "loss", "val_loss", "seconds");
             for (size_t i = 0; i < t.n_epochs; i++)
                 printf("%-6zu %12.6g %12.6g %9.2f%s\n", i + 1, t.epochs[i].loss, t.epochs[i].val_loss,

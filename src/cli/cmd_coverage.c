@@ -9,6 +9,7 @@
  *   result.json               grid, statistics, timings, device, seed, materials
  *   experiment.resolved.yaml, command.txt
  */
+#include "mmd_par.h"
 #include "outputs.h"
 #include "run.h"
 
@@ -18,11 +19,14 @@ int mmd_cmd_coverage(const mmd_cli_opts *o, int argc, char **argv)
     int rc = mmd_cli_run_open(&r, o, "coverage", argc, argv, 0);
     if (rc) return rc;
     mmd_cli_coverage c;
+    /* across MPI ranks: rays sharded, every rank gets the map, rank 0 alone writes */
     mmd_status st = mmd_cli_coverage_compute(&r, &c);
-    if (st == MMD_OK) st = mmd_cli_run_write_records(&r);
-    if (st == MMD_OK) st = mmd_cli_coverage_write(&r, r.dir, "mmdiff coverage", &c);
+    int root = mmd_par_rank() == 0;
+    if (st == MMD_OK && root) st = mmd_cli_run_write_records(&r);
+    if (st == MMD_OK && root) st = mmd_cli_coverage_write(&r, r.dir, "mmdiff coverage", &c);
+    st = mmd_par_agree(st);
     if (st != MMD_OK) rc = mmd_cli_fail();
-    else mmd_cli_coverage_print(&r, r.dir, &c);
+    else if (root) mmd_cli_coverage_print(&r, r.dir, &c);
     mmd_cli_coverage_free(&c);
     mmd_cli_run_close(&r);
     return rc;

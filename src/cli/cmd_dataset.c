@@ -15,6 +15,7 @@
 
 #include "dataset.h"
 #include "mmd_eval.h"
+#include "mmd_par.h"
 #include "run.h"
 
 /* RNG streams of the measurement noise (the pose sets use their own) */
@@ -47,10 +48,12 @@ static mmd_status make_set(mmd_cli_run *r, one_set *s, int traj, uint64_t stream
     char what[64];
     snprintf(what, sizeof what, "dataset %s", s->name);
     t0 = mmd_now();
-    st = mmd_sim_aoa(r->sim, s->poses, s->n, &s->res, progress, what);
+    /* across MPI ranks: poses sharded; rank 0 holds the spectra and alone writes */
+    st = mmd_sim_aoa_par(r->sim, s->poses, s->n, &s->res, progress, what);
     s->t_sim = mmd_now() - t0;
     if (st != MMD_OK) return st;
     s->have_res = 1;
+    if (mmd_par_rank() != 0) return MMD_OK;
     return mmd_eval_measurement_noise(s->res.spectra, s->n, s->res.n_el, s->res.n_az, e->dataset.measurement_noise_db,
                                       e->dataset.has_noise_floor, e->dataset.noise_floor_db, (uint64_t)e->dataset.seed,
                                       stream);
@@ -102,14 +105,16 @@ mmd_status mmd_cli_dataset_make(mmd_cli_run *r, const char *dir)
 {
     one_set sets[2] = {{.name = "TRAJ"}, {.name = "RAND"}};
     mmd_status st = make_set(r, &sets[0], 1, STREAM_NOISE_TRAJ);
-    if (st == MMD_OK) st = make_set(r, &sets[1], 0, STREAM_NOISE_RAND);
+    st = mmd_par_agree(st);
+    if (st == MMD_OK) st = mmd_par_agree(make_set(r, &sets[1], 0, STREAM_NOISE_RAND));
+    int root = mmd_par_rank() == 0;
     char path[4200];
-    for (int k = 0; st == MMD_OK && k < 2; k++) {
+    for (int k = 0; st == MMD_OK && root && k < 2; k++) {
         if (!sets[k].n) continue;
         snprintf(path, sizeof path, "%s/%s", dir, sets[k].name);
         st = write_set(r, path, &sets[k]);
     }
-    if (st == MMD_OK) {
+    if (st == MMD_OK && root) {
         const mmd_cfg_dataset *d = &r->e.dataset;
         mmd_json j;
         mmd_json_init(&j);
@@ -148,7 +153,8 @@ mmd_status mmd_cli_dataset_make(mmd_cli_run *r, const char *dir)
         st = mmd_json_save(&j, path);
         mmd_json_free(&j);
     }
-    if (st == MMD_OK)
+    st = mmd_par_agree(st);
+    if (st == MMD_OK && root)
         for (int k = 0; k < 2; k++)
             if (sets[k].n)
                 printf("%s: %zu poses -> %s/%s (simulated in %.1f s)\n", sets[k].name, sets[k].n, dir, sets[k].name,
@@ -169,7 +175,8 @@ int mmd_cmd_dataset(const mmd_cli_opts *o, int argc, char **argv)
         mmd_info("dataset: scene.noise is ignored: the ground truth is simulated on the clean mesh %s",
                  r.e.scene.file.path);
     mmd_status st = mmd_cli_dataset_make(&r, r.dir);
-    if (st == MMD_OK) st = mmd_cli_run_write_records(&r);
+    if (st == MMD_OK && mmd_par_rank() == 0) st = mmd_cli_run_write_records(&r);
+    st = mmd_par_agree(st);
     rc = st == MMD_OK ? 0 : mmd_cli_fail();
     mmd_cli_run_close(&r);
     return rc;

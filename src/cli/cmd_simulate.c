@@ -14,6 +14,7 @@
 #include <stdio.h>
 
 #include "mmd_io.h"
+#include "mmd_par.h"
 #include "mmd_sim.h"
 #include "outputs.h"
 #include "run.h"
@@ -33,17 +34,20 @@ int mmd_cmd_simulate(const mmd_cli_opts *o, int argc, char **argv)
     mmd_aoa_result res = {0};
     mmd_info("simulate: %zu poses x %d rays, depth %d, %s mode", r.n_poses, e->solver.rays, e->solver.max_depth,
              mmd_cfg_enum_name("solver.mode", e->solver.mode));
-    mmd_status st = mmd_sim_aoa(r.sim, r.poses, r.n_poses, &res, progress, NULL);
+    /* across MPI ranks: poses sharded, rank 0 holds the whole result and alone writes */
+    mmd_status st = mmd_sim_aoa_par(r.sim, r.poses, r.n_poses, &res, progress, NULL);
+    int root = mmd_par_rank() == 0;
     char path[4200];
-    if (st == MMD_OK) st = mmd_cli_run_write_records(&r);
-    if (st == MMD_OK) st = mmd_cli_aoa_write(&r, r.dir, &res);
-    if (st == MMD_OK) {
+    if (st == MMD_OK && root) st = mmd_cli_run_write_records(&r);
+    if (st == MMD_OK && root) st = mmd_cli_aoa_write(&r, r.dir, &res);
+    if (st == MMD_OK && root) {
         snprintf(path, sizeof path, "%s/result.json", r.dir);
         st = mmd_cli_aoa_write_result(&r, path, &res, "mmdiff simulate", NULL, NULL);
     }
+    st = mmd_par_agree(st);
     if (st != MMD_OK) {
         rc = mmd_cli_fail();
-    } else {
+    } else if (root) {
         mmd_cli_aoa_print(&res);
         printf("outputs: %s/ (spectra.npy, result.json%s%s%s)\n", r.dir, e->output.png ? ", png/" : "",
                e->output.measurements ? ", measurements/" : "", e->output.paths && res.paths ? ", paths.csv" : "");

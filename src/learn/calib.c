@@ -5,6 +5,7 @@
  * on the per-object raw parameters.
  */
 #include "calib_internal.h"
+#include "mmd_par.h"
 #include "mmd_trace.h"
 
 #include <complex.h>
@@ -109,6 +110,10 @@ mmd_status mmd_calib_create(mmd_sim *s, const mmd_calib_options *opt, mmd_calib 
     *out = NULL;
     const mmd_experiment *e = s->exp;
     int specular = e->solver.mode == MMD_CFG_SOLVER_SPECULAR;
+    if (mmd_par_size() > 1 && (opt->model != MMD_CALIB_PER_OBJECT || specular))
+        return mmd_error(MMD_ERR_INVALID, "calibration across %d MPI ranks: only the per-object model in directional "
+                                          "mode is split over ranks so far; run this one as one process",
+                         mmd_par_size());
     if (specular && opt->model != MMD_CALIB_PER_OBJECT)
         return mmd_error(MMD_ERR_INVALID, "calibration: solver.mode specular supports train.model per_object only "
                                           "(the neural field needs the directional model)");
@@ -622,29 +627,42 @@ static mmd_status launch_dldc(mmd_calib *c, size_t n)
 /* One chunk of at most mmd_sim_batch_poses poses. */
 /* ---- the loss (SPEC 5), shared with the specular backend --------------------------- */
 
-mmd_status mmd_calib_log_loss(const mmd_calib_options *o, const float *spectra, const float *const *meas, size_t n,
-                              size_t nbins, size_t n_total, double *loss_sum, double *g, float *pred, double *scale_out)
+size_t mmd_calib_log_ratios(const mmd_calib_options *o, const float *spectra, const float *const *meas, size_t n,
+                            size_t nbins, double *floor, double *ratios)
 {
-    /* per-pose floors and the global scale (median log ratio over bins well above the floor) */
-    double *floor = mmd_malloc(n, sizeof *floor, "loss");
-    double *ratios = mmd_malloc(n * nbins, sizeof *ratios, "loss");
-    mmd_status st = floor && ratios ? MMD_OK : MMD_ERR_NOMEM;
     size_t nr_ = 0;
-    for (size_t k = 0; st == MMD_OK && k < n; k++) {
+    for (size_t k = 0; k < n; k++) {
         double mx = 0;
         for (size_t q = 0; q < nbins; q++) mx = fmax(mx, meas[k][q]);
         floor[k] = mx * pow(10.0, o->loss_floor_db / 10.0);
         if (!(floor[k] > 0)) floor[k] = 1e-30;
         const float *p = spectra + k * nbins;
-        for (size_t q = 0; q < nbins; q++)
+        for (size_t q = 0; ratios && q < nbins; q++)
             if (meas[k][q] > 10 * floor[k] && p[q] > 0) ratios[nr_++] = log10((double)meas[k][q] / p[q]);
     }
-    double scale = 1.0;
-    if (st == MMD_OK && o->fit_scale && nr_) {
-        qsort(ratios, nr_, sizeof *ratios, cmp_double);
-        double med = nr_ % 2 ? ratios[nr_ / 2] : 0.5 * (ratios[nr_ / 2 - 1] + ratios[nr_ / 2]);
-        scale = pow(10.0, med);
-    }
+    return nr_;
+}
+
+double mmd_calib_median_scale(double *ratios, size_t n)
+{
+    if (!n) return 1.0;
+    qsort(ratios, n, sizeof *ratios, cmp_double);
+    double med = n % 2 ? ratios[n / 2] : 0.5 * (ratios[n / 2 - 1] + ratios[n / 2]);
+    return pow(10.0, med);
+}
+
+mmd_status mmd_calib_log_loss(const mmd_calib_options *o, const float *spectra, const float *const *meas, size_t n,
+                              size_t nbins, size_t n_total, double forced_scale, double *loss_sum, double *g,
+                              float *pred, double *scale_out)
+{
+    /* per-pose floors and the global scale (median log ratio over bins well above the floor) */
+    int fit = o->fit_scale && !(forced_scale > 0);
+    double *floor = mmd_malloc(n ? n : 1, sizeof *floor, "loss");
+    double *ratios = fit ? mmd_malloc(n * nbins > 0 ? n * nbins : 1, sizeof *ratios, "loss") : NULL;
+    mmd_status st = floor && (!fit || ratios) ? MMD_OK : MMD_ERR_NOMEM;
+    size_t nr_ = st == MMD_OK ? mmd_calib_log_ratios(o, spectra, meas, n, nbins, floor, ratios) : 0;
+    double scale = forced_scale > 0 ? forced_scale : 1.0;
+    if (st == MMD_OK && fit) scale = mmd_calib_median_scale(ratios, nr_);
     *scale_out = scale;
     double inv = 1.0 / ((double)n_total * nbins);
     for (size_t k = 0; st == MMD_OK && k < n; k++) {
@@ -712,7 +730,8 @@ static mmd_status spec_loss(mmd_calib *c, const mmd_cfg_pose *poses, const size_
 }
 
 static mmd_status loss_chunk(mmd_calib *c, const mmd_cfg_pose *poses, const size_t *ids, const float *const *meas,
-                             size_t n, size_t n_total, double *loss_sum, int want_grad, float *pred)
+                             size_t n, size_t n_total, double forced_scale, double *loss_sum, int want_grad,
+                             float *pred, double *acc_out)
 {
     mmd_sim *s = c->s;
     const mmd_experiment *e = s->exp;
@@ -724,7 +743,9 @@ static mmd_status loss_chunk(mmd_calib *c, const mmd_cfg_pose *poses, const size
     double t0 = mmd_now();
     double *g = want_grad ? mmd_malloc(n * nbins, sizeof *g, "loss gradient") : NULL;
     if (want_grad && !g) st = MMD_ERR_NOMEM;
-    if (st == MMD_OK) st = mmd_calib_log_loss(&c->o, res.spectra, meas, n, nbins, n_total, loss_sum, g, pred, &c->scale);
+    if (st == MMD_OK)
+        st = mmd_calib_log_loss(&c->o, res.spectra, meas, n, nbins, n_total, forced_scale, loss_sum, g, pred,
+                                &c->scale);
     c->tm.host += mmd_now() - t0;
     if (st == MMD_OK && want_grad) {
         /* transposed beam sum: dL/dc per ray */
@@ -779,7 +800,10 @@ static mmd_status loss_chunk(mmd_calib *c, const mmd_cfg_pose *poses, const size
                 for (int q = 0; q < 4; q++) acc[4 * vo[v] + q] += dt[v].s[q];
             }
         }
-        if (st == MMD_OK && !c->mlp) add_object_grad(c, acc);
+        if (st == MMD_OK && !c->mlp && acc_out)
+            for (size_t q = 0; q < 4 * (size_t)c->n_obj; q++) acc_out[q] += acc[q];
+        else if (st == MMD_OK && !c->mlp)
+            add_object_grad(c, acc);
         free(dt);
         free(vo);
         free(acc);
@@ -789,20 +813,99 @@ static mmd_status loss_chunk(mmd_calib *c, const mmd_cfg_pose *poses, const size
     return st;
 }
 
+/* mmd_calib_loss across MPI ranks (per-object model): each rank takes a contiguous share
+ * of the batch. The power scale is the median over the whole batch (every rank's ratios
+ * gathered on rank 0), as one process fits it for a batch of at most
+ * mmd_sim_batch_poses(s) poses; losses and per-object gradients are summed in rank order
+ * in double precision before they reach the float gradient, so every rank takes the same
+ * Adam step. The forward replay runs twice on each rank (once for the ratios). */
+static mmd_status loss_across_ranks(mmd_calib *c, const mmd_cfg_pose *poses, const size_t *ids,
+                                    const float *const *meas, size_t n, double *loss, int want_grad, float *pred)
+{
+    mmd_sim *s = c->s;
+    size_t nbins = (size_t)s->exp->aoa.azimuth_deg.count * s->exp->aoa.elevation_deg.count;
+    size_t bs = mmd_sim_batch_poses(s), lo, hi;
+    mmd_par_share(n, &lo, &hi);
+    mmd_status st = upload_theta(c);
+    double scale = 0.0;
+    if (c->o.fit_scale) {
+        /* the scale first: ratios of this rank's poses, median of all on rank 0 */
+        size_t m = hi - lo, nr_ = 0;
+        double *ratios = mmd_malloc(m * nbins > 0 ? m * nbins : 1, sizeof *ratios, "loss");
+        double *floor = mmd_malloc(bs ? bs : 1, sizeof *floor, "loss");
+        if (st == MMD_OK && (!ratios || !floor)) st = MMD_ERR_NOMEM;
+        for (size_t first = lo; st == MMD_OK && first < hi; first += bs) {
+            size_t nb = hi - first < bs ? hi - first : bs;
+            mmd_aoa_result res;
+            fill_ctx fc = {c, MMD_OK};
+            st = mmd_sim_aoa_ex(s, poses + first, ids + first, nb, replay_fill, &fc, &res, NULL, NULL);
+            if (st == MMD_OK) nr_ += mmd_calib_log_ratios(&c->o, res.spectra, meas + first, nb, nbins, floor, ratios + nr_);
+            if (st == MMD_OK) mmd_aoa_result_free(&res);
+        }
+        free(floor);
+        st = mmd_par_agree(st);
+        void *all = NULL;
+        size_t *cnt = NULL;
+        if (st == MMD_OK) st = mmd_par_gather(ratios, nr_ * sizeof *ratios, &all, &cnt);
+        free(ratios);
+        if (st == MMD_OK && mmd_par_rank() == 0) {
+            size_t tot = 0;
+            for (int r = 0; r < mmd_par_size(); r++) tot += cnt[r] / sizeof(double);
+            scale = mmd_calib_median_scale(all, tot);
+        }
+        free(all);
+        free(cnt);
+        if (st == MMD_OK) st = mmd_par_bcast(&scale, sizeof scale, 0);
+    }
+    /* the loss and the gradient of this rank's poses, normalised by the whole batch */
+    double sum = 0;
+    double *acc = mmd_calloc(4 * (size_t)(c->n_obj ? c->n_obj : 1) + 1, sizeof *acc, "gradient");
+    if (st == MMD_OK && !acc) st = MMD_ERR_NOMEM;
+    float *pl = pred && hi > lo ? mmd_malloc((hi - lo) * nbins, sizeof *pl, "predictions") : NULL;
+    if (st == MMD_OK && pred && hi > lo && !pl) st = MMD_ERR_NOMEM;
+    for (size_t first = lo; st == MMD_OK && first < hi; first += bs) {
+        size_t nb = hi - first < bs ? hi - first : bs;
+        st = loss_chunk(c, poses + first, ids + first, meas + first, nb, n, c->o.fit_scale ? scale : 1.0, &sum,
+                        want_grad, pl ? pl + (first - lo) * nbins : NULL, acc);
+    }
+    st = mmd_par_agree(st);
+    size_t na = 4 * (size_t)c->n_obj;
+    if (st == MMD_OK) {
+        acc[na] = sum;
+        st = mmd_par_sum(acc, na + 1);
+    }
+    if (st == MMD_OK) {
+        *loss = acc[na];
+        if (want_grad) add_object_grad(c, acc);
+        c->scale = c->o.fit_scale ? scale : 1.0;
+    }
+    if (st == MMD_OK && pred) {
+        /* predictions: the whole batch on rank 0 */
+        void *all = NULL;
+        st = mmd_par_gather(pl, pl ? (hi - lo) * nbins * sizeof *pl : 0, &all, NULL);
+        if (st == MMD_OK && mmd_par_rank() == 0) memcpy(pred, all, n * nbins * sizeof *pred);
+        free(all);
+    }
+    free(pl);
+    free(acc);
+    return st;
+}
+
 mmd_status mmd_calib_loss(mmd_calib *c, const mmd_cfg_pose *poses, const size_t *pose_ids,
                           const float *const *measured, size_t n, double *loss, int want_grad, float *pred)
 {
     *loss = 0;
     if (!n) return mmd_error(MMD_ERR_INVALID, "calibration: no poses in the batch");
     if (c->spec) return spec_loss(c, poses, pose_ids, measured, n, loss, want_grad, pred);
+    if (mmd_par_size() > 1) return loss_across_ranks(c, poses, pose_ids, measured, n, loss, want_grad, pred);
     mmd_status st = upload_theta(c);
     size_t bs = mmd_sim_batch_poses(c->s);
     size_t nbins = (size_t)c->s->exp->aoa.azimuth_deg.count * c->s->exp->aoa.elevation_deg.count;
     double sum = 0;
     for (size_t first = 0; st == MMD_OK && first < n; first += bs) {
         size_t nb = n - first < bs ? n - first : bs;
-        st = loss_chunk(c, poses + first, pose_ids + first, measured + first, nb, n, &sum, want_grad,
-                        pred ? pred + first * nbins : NULL);
+        st = loss_chunk(c, poses + first, pose_ids + first, measured + first, nb, n, 0.0, &sum, want_grad,
+                        pred ? pred + first * nbins : NULL, NULL);
     }
     *loss = sum;
     return st;

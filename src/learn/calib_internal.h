@@ -13,10 +13,17 @@
 
 /* The loss of n predicted spectra (unscaled) against measured ones, added to *loss_sum
  * as a mean over n_total poses x nbins bins; the global power scale is fitted in closed
- * form when o->fit_scale (*scale, else 1). g (may be NULL) receives dL/dspectra[k][q]
+ * form when o->fit_scale (*scale, else 1), or is forced_scale when that is > 0. g (may be NULL) receives dL/dspectra[k][q]
  * of the unscaled prediction, pred (may be NULL) the scaled prediction. */
 mmd_status mmd_calib_log_loss(const mmd_calib_options *o, const float *spectra, const float *const *meas, size_t n,
-                              size_t nbins, size_t n_total, double *loss_sum, double *g, float *pred, double *scale);
+                              size_t nbins, size_t n_total, double forced_scale, double *loss_sum, double *g,
+                              float *pred, double *scale);
+/* The pieces of the scale fit, for batches split over MPI ranks (forced_scale > 0 above
+ * skips the fit): each pose's floor and the log10 ratios of its bins well above it
+ * (returns how many, ratios may be NULL), and the scale from all ratios (sorted in place). */
+size_t mmd_calib_log_ratios(const mmd_calib_options *o, const float *spectra, const float *const *meas, size_t n,
+                            size_t nbins, double *floor, double *ratios);
+double mmd_calib_median_scale(double *ratios, size_t n);
 
 /* ---- specular baseline (calib_spec.c) -------------------------------------------------
  * Per pose, once: the exact specular paths (geometry), each path's response over the AoA

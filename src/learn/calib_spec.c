@@ -251,7 +251,7 @@ mmd_status mmd_calib_spec_loss(mmd_calib_spec *x, const mmd_calib_options *o, co
             gain[p] = mmd_path_gain(s, &recs[k]->paths[p], s->cand->tx_pos, recs[k]->R, mats);
         predict(x, recs[k], gain, spectra + k * nb);
     }
-    if (st == MMD_OK) st = mmd_calib_log_loss(o, spectra, meas, n, nb, n_total, loss_sum, g, pred, scale);
+    if (st == MMD_OK) st = mmd_calib_log_loss(o, spectra, meas, n, nb, n_total, 0.0, loss_sum, g, pred, scale);
     /* dL/dg_p = sum_bin dL/dS K_p, then the chain rule through each object on the path */
     for (size_t k = 0; st == MMD_OK && grad_obj && k < n; k++) {
         const spec_rec *r = recs[k];

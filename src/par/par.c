@@ -12,6 +12,13 @@
 #endif
 
 static int g_rank = 0, g_size = 1, g_local_rank = 0, g_local_size = 1, g_started = 0;
+static size_t g_bytes_summed, g_bytes_gathered; /* this rank's contributions (mmd_par_traffic) */
+
+void mmd_par_traffic(size_t *summed, size_t *gathered)
+{
+    *summed = g_bytes_summed;
+    *gathered = g_bytes_gathered;
+}
 #ifdef MMD_HAVE_MPI
 static int g_mpi = 0; /* MPI_Init done by us */
 #endif
@@ -88,6 +95,7 @@ void mmd_par_finalize(void)
 mmd_status mmd_par_sum(double *buf, size_t n)
 {
     if (g_size == 1 || n == 0) return MMD_OK;
+    g_bytes_summed += n * sizeof *buf;
     if (n > (size_t)(0x7fffffff / g_size))
         return mmd_error(MMD_ERR_INVALID, "MPI: sum of %zu values over %d ranks is too large", n, g_size);
     double *all = g_rank == 0 ? mmd_malloc(n * (size_t)g_size, sizeof *all, "MPI sum") : NULL;
@@ -116,6 +124,7 @@ mmd_status mmd_par_gather(const void *send, size_t n, void **out, size_t **count
     *out = NULL;
     if (counts) *counts = NULL;
     if (n > 0x7fffffff) return mmd_error(MMD_ERR_INVALID, "MPI: a gathered block of %zu bytes is too large", n);
+    g_bytes_gathered += n;
     int mine = (int)n, *cnt = NULL, *disp = NULL;
     if (g_rank == 0) {
         cnt = mmd_malloc((size_t)g_size, sizeof *cnt, "MPI gather");
