@@ -92,7 +92,7 @@ $(LIB): $(LIB_OBJ)
 $(BIN): $(CLI_OBJ) $(LIB)
 	$(CC) $(ALL_CFLAGS) -o $@ $(CLI_OBJ) $(LIB) $(LDLIBS)
 
-$(BUILD)/test/%: test/%.c $(LIB) test/mmd_test.h
+$(BUILD)/test/%: test/%.c $(LIB) test/mmd_test.h test/mmd_test_cli.h
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -Itest -o $@ $< $(LIB) $(LDLIBS)
 

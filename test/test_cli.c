@@ -7,34 +7,16 @@
 
 #include "mmd_io.h"
 #include "mmd_test.h"
+#include "mmd_test_cli.h"
 
 static char g_dir[] = "/tmp/mmd_cli_XXXXXX";
 static const char *g_bin;
 
 /* Run a shell command, capture stderr+stdout into *out (static buffer); returns the exit
  * code, or 128 + signal when it crashed. */
-static int run(const char *cmd, const char **out)
-{
-    static char buf[65536];
-    char full[4096];
-    snprintf(full, sizeof full, "%s 2>&1", cmd);
-    FILE *p = popen(full, "r");
-    size_t n = p ? fread(buf, 1, sizeof buf - 1, p) : 0;
-    buf[n] = 0;
-    int status = p ? pclose(p) : -1;
-    *out = buf;
-    if (WIFSIGNALED(status)) return 128 + WTERMSIG(status);
-    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-}
+static int run(const char *cmd, const char **out) { return mmd_tc_run(NULL, cmd, out); }
 
-static void write_text(const char *name, const char *text)
-{
-    char path[512];
-    snprintf(path, sizeof path, "%s/%s", g_dir, name);
-    FILE *f = fopen(path, "wb");
-    fputs(text, f);
-    fclose(f);
-}
+static void write_text(const char *name, const char *text) { mmd_tc_write(g_dir, name, text); }
 
 static void expect_fail(const char *what, const char *args, const char *needle)
 {

@@ -9,50 +9,18 @@
 
 #include "mmd_io.h"
 #include "mmd_test.h"
+#include "mmd_test_cli.h"
 
 static char g_dir[] = "/tmp/proto_test_XXXXXX";
 static const char *g_bin;
 
-static int run(const char *cmd, const char **out)
-{
-    static char buf[65536];
-    char full[8192];
-    snprintf(full, sizeof full, "cd %s && MMDIFF_LOG=${MMDIFF_LOG:-0} %s 2>&1", g_dir, cmd);
-    FILE *p = popen(full, "r");
-    size_t n = p ? fread(buf, 1, sizeof buf - 1, p) : 0;
-    buf[n] = 0;
-    int status = p ? pclose(p) : -1;
-    *out = buf;
-    if (WIFSIGNALED(status)) return 128 + WTERMSIG(status);
-    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-}
+static int run(const char *cmd, const char **out) { return mmd_tc_run(g_dir, cmd, out); }
 
-static void write_text(const char *name, const char *text)
-{
-    char path[512];
-    snprintf(path, sizeof path, "%s/%s", g_dir, name);
-    FILE *f = fopen(path, "wb");
-    if (!f) return;
-    fputs(text, f);
-    fclose(f);
-}
+static void write_text(const char *name, const char *text) { mmd_tc_write(g_dir, name, text); }
 
-static int exists(const char *rel)
-{
-    char p[700];
-    struct stat sb;
-    snprintf(p, sizeof p, "%s/%s", g_dir, rel);
-    return stat(p, &sb) == 0 && sb.st_size > 0;
-}
+static int exists(const char *rel) { return mmd_tc_exists(g_dir, rel); }
 
-static char *slurp(const char *rel)
-{
-    char p[700];
-    snprintf(p, sizeof p, "%s/%s", g_dir, rel);
-    char *d = NULL;
-    if (mmd_read_file(p, &d, NULL) != MMD_OK) return NULL;
-    return d;
-}
+static char *slurp(const char *rel) { return mmd_tc_slurp(g_dir, rel); }
 
 static int is_png(const char *rel)
 {
