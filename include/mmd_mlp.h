@@ -116,6 +116,8 @@ size_t mmd_mlp_n_params(const mmd_mlp *m);
 mmd_status mmd_mlp_get_params(mmd_mlp *m, float *out);
 mmd_status mmd_mlp_set_params(mmd_mlp *m, const float *in);
 mmd_status mmd_mlp_get_grads(mmd_mlp *m, float *out);
+/* Replace the accumulated gradients (flat order; MPI ranks sum theirs, src/learn/calib.c). */
+mmd_status mmd_mlp_set_grads(mmd_mlp *m, const float *in);
 /* Adam state: first and second moments (flat order; either may be NULL on get) and the
  * step counter. Setting it back makes a resumed run continue bit-exactly. */
 mmd_status mmd_mlp_get_adam(mmd_mlp *m, float *m1, float *m2, uint64_t *step);

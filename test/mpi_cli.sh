@@ -74,9 +74,20 @@ check $? "calibrate under mpirun exits 0"
                                           if (d > 1e-6 * s + 1e-12) exit 1 } }' \
         $T/k1/model/materials.yaml $T/k2/model/materials.yaml
 check $? "calibrate: 2 ranks learn one process's materials (1e-6 relative)"
-out=$($MPIRUN $B calibrate $EXP $K --set train.model=neural -o $T/k3 2>&1)
-[ $? != 0 ] && echo "$out" | grep -q "only the per-object model in directional mode is split over ranks"
-check $? "calibrate: the neural model refuses more than one rank cleanly"
+# the neural field: its weights after training on 2 ranks = one process's (the MLP's
+# gradients leave the device, are summed in rank order and go back)
+$B calibrate $EXP $K --set train.model=neural --set train.epochs=2 -o $T/n1 >/dev/null 2>&1
+$MPIRUN $B calibrate $EXP $K --set train.model=neural --set train.epochs=2 -o $T/n2 >/dev/null 2>&1
+check $? "neural calibrate under mpirun exits 0"
+same=0
+for f in $T/n1/model/layer*.npy; do
+    [ -f $T/n2/model/$(basename $f) ] && cmp -s $f $T/n2/model/$(basename $f) || same=1
+done
+[ -f $T/n1/model/layer0_weight.npy ] && [ $same = 0 ]
+check $? "neural calibrate: 2 ranks learn one process's weights (byte for byte here)"
+out=$($MPIRUN $B calibrate $EXP $K --set solver.mode=specular -o $T/k3 2>&1)
+[ $? != 0 ] && echo "$out" | grep -q "the specular baseline is not split over ranks"
+check $? "calibrate: the specular baseline refuses more than one rank cleanly"
 out=$($MPIRUN $B evaluate $EXP 2>&1)
 echo "$out" | grep -q "does not run across MPI ranks yet"
 check $? "a command not spread across ranks refuses more than one rank cleanly"

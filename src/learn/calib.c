@@ -110,9 +110,9 @@ mmd_status mmd_calib_create(mmd_sim *s, const mmd_calib_options *opt, mmd_calib 
     *out = NULL;
     const mmd_experiment *e = s->exp;
     int specular = e->solver.mode == MMD_CFG_SOLVER_SPECULAR;
-    if (mmd_par_size() > 1 && (opt->model != MMD_CALIB_PER_OBJECT || specular))
-        return mmd_error(MMD_ERR_INVALID, "calibration across %d MPI ranks: only the per-object model in directional "
-                                          "mode is split over ranks so far; run this one as one process",
+    if (mmd_par_size() > 1 && specular)
+        return mmd_error(MMD_ERR_INVALID, "calibration across %d MPI ranks: the specular baseline is not split over "
+                                          "ranks (it is cheap: run it as one process)",
                          mmd_par_size());
     if (specular && opt->model != MMD_CALIB_PER_OBJECT)
         return mmd_error(MMD_ERR_INVALID, "calibration: solver.mode specular supports train.model per_object only "
@@ -813,12 +813,13 @@ static mmd_status loss_chunk(mmd_calib *c, const mmd_cfg_pose *poses, const size
     return st;
 }
 
-/* mmd_calib_loss across MPI ranks (per-object model): each rank takes a contiguous share
+/* mmd_calib_loss across MPI ranks: each rank takes a contiguous share
  * of the batch. The power scale is the median over the whole batch (every rank's ratios
  * gathered on rank 0), as one process fits it for a batch of at most
  * mmd_sim_batch_poses(s) poses; losses and per-object gradients are summed in rank order
- * in double precision before they reach the float gradient, so every rank takes the same
- * Adam step. The forward replay runs twice on each rank (once for the ratios). */
+ * in double precision before they reach the float gradient (the neural model's on-device
+ * gradient: what this call added on each rank), so every rank takes the same Adam step.
+ * The forward replay runs twice on each rank (once for the ratios). */
 static mmd_status loss_across_ranks(mmd_calib *c, const mmd_cfg_pose *poses, const size_t *ids,
                                     const float *const *meas, size_t n, double *loss, int want_grad, float *pred)
 {
@@ -857,7 +858,14 @@ static mmd_status loss_across_ranks(mmd_calib *c, const mmd_cfg_pose *poses, con
         free(cnt);
         if (st == MMD_OK) st = mmd_par_bcast(&scale, sizeof scale, 0);
     }
-    /* the loss and the gradient of this rank's poses, normalised by the whole batch */
+    /* the loss and the gradient of this rank's poses, normalised by the whole batch; the
+     * neural model accumulates on the device: what this call adds is summed over ranks */
+    size_t np = c->mlp ? mmd_calib_n_params(c) : 0;
+    float *g0 = np && want_grad ? mmd_malloc(np, sizeof *g0, "gradient") : NULL;
+    float *g1 = np && want_grad ? mmd_malloc(np, sizeof *g1, "gradient") : NULL;
+    double *gd = np && want_grad ? mmd_malloc(np, sizeof *gd, "gradient") : NULL;
+    if (st == MMD_OK && np && want_grad && (!g0 || !g1 || !gd)) st = MMD_ERR_NOMEM;
+    if (st == MMD_OK && g0) st = mmd_mlp_get_grads(c->mlp, g0);
     double sum = 0;
     double *acc = mmd_calloc(4 * (size_t)(c->n_obj ? c->n_obj : 1) + 1, sizeof *acc, "gradient");
     if (st == MMD_OK && !acc) st = MMD_ERR_NOMEM;
@@ -874,9 +882,17 @@ static mmd_status loss_across_ranks(mmd_calib *c, const mmd_cfg_pose *poses, con
         acc[na] = sum;
         st = mmd_par_sum(acc, na + 1);
     }
+    if (st == MMD_OK && g0) {
+        st = mmd_mlp_get_grads(c->mlp, g1);
+        for (size_t i = 0; i < np; i++) gd[i] = (double)g1[i] - (double)g0[i];
+        st = mmd_par_agree(st);
+        if (st == MMD_OK) st = mmd_par_sum(gd, np);
+        for (size_t i = 0; st == MMD_OK && i < np; i++) g1[i] = (float)((double)g0[i] + gd[i]);
+        if (st == MMD_OK) st = mmd_mlp_set_grads(c->mlp, g1);
+    }
     if (st == MMD_OK) {
         *loss = acc[na];
-        if (want_grad) add_object_grad(c, acc);
+        if (want_grad && !c->mlp) add_object_grad(c, acc);
         c->scale = c->o.fit_scale ? scale : 1.0;
     }
     if (st == MMD_OK && pred) {
@@ -888,6 +904,9 @@ static mmd_status loss_across_ranks(mmd_calib *c, const mmd_cfg_pose *poses, con
     }
     free(pl);
     free(acc);
+    free(g0);
+    free(g1);
+    free(gd);
     return st;
 }
 

@@ -740,6 +740,7 @@ static mmd_status write_flat(mmd_mlp *m, cl_mem buf, const float *in, const char
 
 mmd_status mmd_mlp_get_params(mmd_mlp *m, float *out) { return read_flat(m, m->wbuf, out, "reading MLP weights"); }
 mmd_status mmd_mlp_get_grads(mmd_mlp *m, float *out) { return read_flat(m, m->gbuf, out, "reading MLP gradients"); }
+mmd_status mmd_mlp_set_grads(mmd_mlp *m, const float *in) { return write_flat(m, m->gbuf, in, "writing MLP gradients"); }
 
 mmd_status mmd_mlp_set_params(mmd_mlp *m, const float *in)
 {
