@@ -298,14 +298,33 @@ __kernel void mmd_aoa_trace(__global const mmd_bvh8_node *nodes, __global const 
 
 /* Lag covariance G(p, q) = sum_i c_i G_RX(u_i) e^{j kappa (p u_iy + q u_iz)} for
  * p in [0, cols-1], q in [-(rows-1), rows-1] (docs/aoa.md). One work-item sums
- * `rays_per_item` consecutive rays of one pose into all lags at once: per ray, the column
- * phases w e^{j kappa p u_y} and row phases e^{j kappa q u_z} (q >= 0; q < 0 is the
- * conjugate) and their outer product, accumulated in private memory. The array size is a
- * compile-time constant (MMD_AOA_COLS x MMD_AOA_ROWS), so the outer product is straight
- * vector code. Partial sums go to partial[(pose * items_per_pose + item) * n_lags + l]
- * and are summed on the host in double, in a fixed order. */
+ * `rays_per_item` consecutive rays of one pose into all lags at once, accumulated in
+ * private memory. The column index p runs in the lanes of one vector (float4/8/16, the
+ * lanes past `cols` carry zero weight): PoCL cannot vectorise this loop across
+ * work-items (the ray loop has a data-dependent `continue`), so the outer product is
+ * written as vector code; on a GPU the vectors are scalarised. Per ray: the column phases
+ * w e^{j kappa p u_y} in one vector sincos, the row phases e^{j kappa q u_z} (q >= 0; q < 0
+ * is the conjugate) by recurrence. Partial sums go to
+ * partial[(pose * items_per_pose + item) * n_lags + l] and are summed on the host in
+ * double, in a fixed order. */
 #define AOA_NQ (2 * MMD_AOA_ROWS - 1)
 #define AOA_NLAGS (MMD_AOA_COLS * AOA_NQ)
+#if MMD_AOA_COLS <= 4
+#define AOA_VW 4
+#define AOA_VT float4
+#define AOA_IOTA ((float4)(0, 1, 2, 3))
+#define AOA_VSTORE vstore4
+#elif MMD_AOA_COLS <= 8
+#define AOA_VW 8
+#define AOA_VT float8
+#define AOA_IOTA ((float8)(0, 1, 2, 3, 4, 5, 6, 7))
+#define AOA_VSTORE vstore8
+#elif MMD_AOA_COLS <= 16
+#define AOA_VW 16
+#define AOA_VT float16
+#define AOA_IOTA ((float16)(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15))
+#define AOA_VSTORE vstore16
+#endif
 __kernel void mmd_aoa_lags(__global const float *c, __global const mmd_gpu_pose *poses,
                            __constant const mmd_sim_params *P, uint n_poses, int rx_kind, float rx_q,
                            float rx_g0, float kappa, uint rays_per_item, __global float2 *partial)
@@ -316,10 +335,46 @@ __kernel void mmd_aoa_lags(__global const float *c, __global const mmd_gpu_pose 
     if (b >= n_poses) return;
     float rot[9];
     aoa_ray_rotation(P, poses[b].index, rot);
-    float are[AOA_NLAGS], aim[AOA_NLAGS];
-    for (int l = 0; l < AOA_NLAGS; l++) are[l] = aim[l] = 0.0f;
     uint start = it * rays_per_item, end = min(start + rays_per_item, P->n_rays);
     __global const float *cb = c + (size_t)b * P->n_rays;
+    __global float2 *out = partial + (size_t)gid * AOA_NLAGS;
+#ifdef AOA_VT
+    AOA_VT accr[AOA_NQ], acci[AOA_NQ];
+    for (int l = 0; l < AOA_NQ; l++) accr[l] = acci[l] = (AOA_VT)(0.0f);
+    const AOA_VT lane_on = select((AOA_VT)(0.0f), (AOA_VT)(1.0f), AOA_IOTA < (AOA_VT)((float)MMD_AOA_COLS));
+    for (uint i = start; i < end; i++) {
+        float ci = cb[i];
+        if (!(ci > 0.0f)) continue;
+        float3 ul = mat3_mul(rot, fibonacci_dir(i, P->n_rays));
+        float wgt = ci * antenna_gain(rx_kind, rx_q, rx_g0, ul);
+        AOA_VT ycos, ysin = sincos((kappa * ul.y) * AOA_IOTA, &ycos);
+        AOA_VT w = wgt * lane_on;
+        AOA_VT yr = w * ycos, yi = w * ysin;
+        float cz, sz = sincos(kappa * ul.z, &cz);
+        float zr = 1.0f, zi = 0.0f;
+        accr[MMD_AOA_ROWS - 1] += yr;
+        acci[MMD_AOA_ROWS - 1] += yi;
+        for (int q = 1; q < MMD_AOA_ROWS; q++) {
+            float t = zr * cz - zi * sz;
+            zi = zr * sz + zi * cz;
+            zr = t;
+            /* lag +q: y_p z_q; lag -q: y_p conj(z_q) */
+            AOA_VT a = yr * zr, bb = yi * zi, cc = yr * zi, d = yi * zr;
+            accr[MMD_AOA_ROWS - 1 + q] += a - bb;
+            acci[MMD_AOA_ROWS - 1 + q] += cc + d;
+            accr[MMD_AOA_ROWS - 1 - q] += a + bb;
+            acci[MMD_AOA_ROWS - 1 - q] += d - cc;
+        }
+    }
+    float lr[AOA_VW], li[AOA_VW];
+    for (int qi = 0; qi < AOA_NQ; qi++) {
+        AOA_VSTORE(accr[qi], 0, lr);
+        AOA_VSTORE(acci[qi], 0, li);
+        for (int p = 0; p < MMD_AOA_COLS; p++) out[p * AOA_NQ + qi] = (float2)(lr[p], li[p]);
+    }
+#else
+    float are[AOA_NLAGS], aim[AOA_NLAGS];
+    for (int l = 0; l < AOA_NLAGS; l++) are[l] = aim[l] = 0.0f;
     for (uint i = start; i < end; i++) {
         float ci = cb[i];
         if (!(ci > 0.0f)) continue;
@@ -349,8 +404,8 @@ __kernel void mmd_aoa_lags(__global const float *c, __global const mmd_gpu_pose 
             }
         }
     }
-    __global float2 *out = partial + (size_t)gid * AOA_NLAGS;
     for (int l = 0; l < AOA_NLAGS; l++) out[l] = (float2)(are[l], aim[l]);
+#endif
 }
 
 /* Ray directions (array frame) of a batch, for tests and tools that recompute the beam

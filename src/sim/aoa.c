@@ -787,8 +787,12 @@ mmd_status mmd_sim_aoa_ex(mmd_sim *s, const mmd_cfg_pose *poses, const size_t *i
     size_t cap_ex = 0;
     size_t bs = batch_size(s);
     /* rays per work-item of the lag reduction: enough work-items per pose for a GPU, few
-     * enough partial sums to add on the host */
-    const uint32_t rays_per_group = 512;
+     * enough partial sums to add on the host. On a CPU device each work-item is vector code
+     * of its own, so work-groups of one: left to choose, PoCL 3.1 made groups so large that
+     * one core did most of the work (beam sum 85 -> 45 ms per pose with 1). */
+    const int lag_cpu = (s->cl->info.type & CL_DEVICE_TYPE_CPU) != 0;
+    const uint32_t rays_per_group = lag_cpu ? 512 : 128;
+    const size_t lag_local = lag_cpu ? 1 : 64;
     size_t groups_per_pose = (nr + rays_per_group - 1) / rays_per_group;
     float *c_host = mmd_malloc(bs * nr, sizeof(float), "per-ray powers");
     float *dirs = mech ? mmd_malloc(bs * nr * 3, sizeof(float), "ray directions") : NULL;
@@ -862,8 +866,8 @@ mmd_status mmd_sim_aoa_ex(mmd_sim *s, const mmd_cfg_pose *poses, const size_t *i
                 st = mmd_cl_check(err, "set mmd_aoa_lags arguments");
                 goto done_batch;
             }
-            size_t global = nb * groups_per_pose;
-            st = mmd_cl_check(clEnqueueNDRangeKernel(s->cl->queue, k, 1, NULL, &global, NULL, 0, NULL, NULL),
+            size_t global = (nb * groups_per_pose + lag_local - 1) / lag_local * lag_local; /* the kernel skips the excess */
+            st = mmd_cl_check(clEnqueueNDRangeKernel(s->cl->queue, k, 1, NULL, &global, &lag_local, 0, NULL, NULL),
                               "launch mmd_aoa_lags");
             if (st == MMD_OK)
                 st = mmd_cl_check(clEnqueueReadBuffer(s->cl->queue, s->d_partial, CL_TRUE, 0,
