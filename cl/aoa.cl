@@ -83,12 +83,14 @@ inline void aoa_trace_segment(aoa_ray *s)
     s->phase = AOA_CLOSEST;
 }
 
-/* Ray `i` of pose `pose`: its first segment from the receiver. */
-inline void aoa_ray_start(aoa_ray *s, __global const mmd_gpu_pose *pose, __constant const mmd_sim_params *P, uint i)
+/* Ray `i` of pose `pose`: its first segment from the receiver. `rot` is the pose's
+ * Fibonacci rotation (aoa_ray_rotation), computed once per work-item by the caller. */
+inline void aoa_ray_start(aoa_ray *s, __global const mmd_gpu_pose *pose, __constant const mmd_sim_params *P, uint i,
+                          const float rot[9])
 {
     float prot[9];
     for (int k = 0; k < 9; k++) prot[k] = pose->rot[k];
-    float3 ul = aoa_ray_local(P, pose->index, i);
+    float3 ul = mat3_mul(rot, fibonacci_dir(i, P->n_rays)); /* = aoa_ray_local(P, pose->index, i) */
     s->i = i;
     s->pose_index = pose->index;
     s->depth = 1;
@@ -274,12 +276,18 @@ __kernel void mmd_aoa_trace(__global const mmd_bvh8_node *nodes, __global const 
     size_t g0 = get_global_id(0) * (size_t)MMD_AOA_PER_ITEM;
     aoa_ray s[MMD_AOA_PER_ITEM];
     int live = 0;
+    uint rot_pose = 0xffffffffu;
+    float rot[9];
     for (int k = 0; k < MMD_AOA_PER_ITEM; k++) {
         size_t g = g0 + (size_t)k;
         s[k].phase = AOA_DONE;
         if (g >= n_total) continue;
         uint b = (uint)(g / P->n_rays), i = (uint)(g - (size_t)b * P->n_rays);
-        aoa_ray_start(&s[k], poses + b, P, i);
+        if (b != rot_pose) { /* the rays of a work-item nearly always share their pose */
+            aoa_ray_rotation(P, poses[b].index, rot);
+            rot_pose = b;
+        }
+        aoa_ray_start(&s[k], poses + b, P, i, rot);
         live = 1;
     }
     if (!live) return;
