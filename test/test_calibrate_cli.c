@@ -334,6 +334,8 @@ int main(void)
     expect_fail("wrong frequency", "calibrate cal.yaml --set scene.frequency_hz=28e9 -o bad3", "frequency_hz", "bad3");
     expect_fail("wrong grid", "calibrate cal.yaml --set 'aoa.azimuth_deg=[-90, 90, 5]' -o bad4", "azimuth_deg",
                 "bad4");
+    expect_fail("calibrate_geometry block", "calibrate cal.yaml --set 'calibrate_geometry={object: floor}' -o bad6",
+                "calibrate_geometry", "bad6");
     expect_fail("neural specular baseline",
                 "calibrate cal.yaml --set train.model=neural --set solver.mode=specular -o bad5", "specular", "bad5");
     /* train.field_at: triangle and the specular baseline, end to end */

@@ -194,6 +194,12 @@ int mmd_cmd_calibrate(const mmd_cli_opts *o, int argc, char **argv)
         st = mmd_error(MMD_ERR_INVALID, "%s: train.measurements is required by calibrate (a measurement set: the "
                        "measurements/ directory `mmdiff simulate` writes with output.measurements: true)",
                        r.exp_path);
+    /* the pose gradient and its Adam step exist (mmd_calib_geom.h) but the training loop,
+     * checkpoints and predict do not carry an object pose yet: refuse rather than ignore */
+    if (st == MMD_OK && e->calibrate_geometry.enabled)
+        st = mmd_error(MMD_ERR_INVALID, "%s: calibrate_geometry: `mmdiff calibrate` does not learn object poses in this "
+                       "build (the library does: mmd_calib_geom.h, docs/calibration_geometry.md); remove the block to "
+                       "calibrate the materials", r.exp_path);
     mmd_measurements ms;
     memset(&ms, 0, sizeof ms);
     if (st == MMD_OK) st = mmd_measurements_read(e->train.measurements.path, &ms);
