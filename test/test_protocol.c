@@ -139,12 +139,14 @@ int main(void)
                               "\"directional_calibrated\"", "\"specular_materials\"", "\"initial_materials\"",
                               "\"timings_s\"", "\"thresholds\"", "\"mean_abs_error_db\""};
         for (size_t i = 0; i < sizeof want / sizeof *want; i++) CHECK(strstr(m, want[i]), "metrics.json has %s", want[i]);
-        /* 2 sets x 3 models, each with top1 and top5 and a power error */
-        CHECK(count_of(m, "\"top1\": {") == 6 && count_of(m, "\"top5\": {") == 6, "6 x top1/top5 (got %d, %d)",
+        /* 2 sets x 4 models (three and the ground-truth-materials reference), each with top1
+         * and top5 and a power error */
+        CHECK(count_of(m, "\"top1\": {") == 8 && count_of(m, "\"top5\": {") == 8, "8 x top1/top5 (got %d, %d)",
               count_of(m, "\"top1\": {"), count_of(m, "\"top5\": {"));
-        CHECK(count_of(m, "\"f1\":") == 12 && count_of(m, "\"aae_deg\":") == 12 && count_of(m, "\"ape_db\":") == 12,
+        CHECK(count_of(m, "\"f1\":") == 16 && count_of(m, "\"aae_deg\":") == 16 && count_of(m, "\"ape_db\":") == 16,
               "f1/aae_deg/ape_db in every top-K");
-        CHECK(count_of(m, "\"power_error_db\":") == 6, "power_error_db per set and model");
+        CHECK(count_of(m, "\"power_error_db\":") == 8, "power_error_db per set and model");
+        CHECK(count_of(m, "\"directional_ground_truth\": {") == 2, "the reference model in both sets");
         /* RAND comes before TRAJ, settings last */
         const char *r = strstr(m, "\"RAND\""), *t = strstr(m, "\"TRAJ\""), *s = strstr(m, "\"settings\"");
         CHECK(r && t && s && r < t && t < s, "order RAND, TRAJ, settings");
@@ -152,12 +154,21 @@ int main(void)
     }
     char *md = slurp("out/metrics.md");
     CHECK(md && count_of(md, "| specular baseline") == 2 && count_of(md, "| directional, uncalibrated |") == 2 &&
-              count_of(md, "| directional, calibrated |") == 2 && strstr(md, "top-1 F1"),
-          "metrics.md: one table per set, three rows each");
+              count_of(md, "| directional, calibrated |") == 2 &&
+              count_of(md, "| directional, ground-truth materials (reference) |") == 2 && strstr(md, "top-1 F1"),
+          "metrics.md: one table per set, four rows each");
     free(md);
     char *csv = slurp("out/metrics.csv");
-    CHECK(csv && count_of(csv, "\n") == 7 && strstr(csv, "RAND,directional_calibrated,4,"),
-          "metrics.csv: header + 6 rows: %s", csv ? csv : "(none)");
+    CHECK(csv && count_of(csv, "\n") == 9 && strstr(csv, "RAND,directional_calibrated,4,") &&
+              strstr(csv, "TRAJ,directional_ground_truth,6,"),
+          "metrics.csv: header + 8 rows: %s", csv ? csv : "(none)");
+    /* the reference runs the directional model on the noisy scan with the ground-truth
+     * materials: the experiment's own scene.materials, not protocol.initial_materials */
+    char *ref = slurp("out/directional_ground_truth/RAND/experiment.resolved.yaml");
+    CHECK(ref && strstr(ref, "scattering: 0.3") && !strstr(ref, "scattering: 0.5") && strstr(ref, "sigma_m: 0.02") &&
+              strstr(ref, "mode: directional"),
+          "reference arm: ground-truth materials, the noisy scan, directional mode");
+    free(ref);
     free(csv);
     CHECK(is_png("out/figures/coverage.png") && is_png("out/figures/coverage_error.png"), "coverage figures");
     CHECK(is_png("out/figures/spectra_RAND_pose0000.png") && is_png("out/figures/spectra_RAND_pose0002.png"),
