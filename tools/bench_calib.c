@@ -87,6 +87,7 @@ int bench_coverage(struct mmd_cl *cl, const char *dir, const char *room_ply)
                 return 1;
             }
             if (k) t[k - 1] = mmd_now() - t0; /* the first run compiles the kernel */
+            if (k == reps) printf("coverage %s: trace %.0f ms, accumulate %.0f ms\n", modes[m], 1e3 * map.t_trace, 1e3 * map.t_accumulate);
             mmd_coverage_map_free(&map);
         }
         double ms = 1e3 * med(t, reps);
