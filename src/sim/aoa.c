@@ -789,7 +789,7 @@ mmd_status mmd_sim_aoa_ex(mmd_sim *s, const mmd_cfg_pose *poses, const size_t *i
     /* rays per work-item of the lag reduction: enough work-items per pose for a GPU, few
      * enough partial sums to add on the host. On a CPU device each work-item is vector code
      * of its own, so work-groups of one: left to choose, PoCL 3.1 made groups so large that
-     * one core did most of the work (beam sum 85 -> 45 ms per pose with 1). */
+     * one core did most of the work (beam sum 87 -> 40 ms per pose with 1, BENCHMARKS.md). */
     const int lag_cpu = (s->cl->info.type & CL_DEVICE_TYPE_CPU) != 0;
     const uint32_t rays_per_group = lag_cpu ? 512 : 128;
     const size_t lag_local = lag_cpu ? 1 : 64;
