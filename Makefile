@@ -79,7 +79,14 @@ $(BUILD)/obj/gen/kernels.o: $(BUILD)/gen/kernels.c
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -c -o $@ $<
 
+# The version goes through a stamp file rewritten only when `git describe` changes, so main.o is
+# rebuilt after a commit and run directories never record a stale version.
+$(BUILD)/gen/version.stamp: FORCE
+	@mkdir -p $(dir $@)
+	@echo "$(VERSION)" | cmp -s - $@ || echo "$(VERSION)" > $@
 $(BUILD)/obj/src/cli/main.o: ALL_CFLAGS += -DMMD_VERSION=\"$(VERSION)\"
+$(BUILD)/obj/src/cli/main.o: $(BUILD)/gen/version.stamp
+FORCE:
 
 $(BUILD)/obj/%.o: %.c
 	@mkdir -p $(dir $@)

@@ -385,7 +385,7 @@ static void test_recovery(void)
         "    - {position_m: [2.5, 2.0, 1.4], yaw_deg: 120, pitch_deg: 10}\n"
         "    - {position_m: [1.0, 3.0, 1.0], yaw_deg: 0, pitch_deg: 20}\n"
         "    - {position_m: [1.5, 2.2, 2.4], yaw_deg: 270, pitch_deg: -40}\n";
-    char yaml[6000];
+    char yaml[8192];
     const char *fmt =
         "scene:\n  file: %s/scenes/indoor/nist_conference_room/scene.yaml\n  frequency_hz: 60.0e9\n  materials:\n%s"
         "tx: {position_m: [1.5, 4.2, 2.2], pattern: iso}\n"
@@ -609,16 +609,34 @@ static void test_neural(void)
  * trained on 6 poses and judged on 2 it never saw. */
 static void test_heldout(void)
 {
-    const char *poses_yaml =
+    /* 6 training poses, then the 2 held-out ones; MMD_HELDOUT_TRAIN=n (6..32) adds n - 6
+     * training poses from a fixed generator (the held-out pair never changes) */
+    const char *train_yaml =
         "    - {position_m: [1.5, 0.6, 1.2], yaw_deg: 90}\n"
         "    - {position_m: [0.5, 1.5, 1.2], yaw_deg: 60}\n"
         "    - {position_m: [2.5, 2.0, 1.4], yaw_deg: 120, pitch_deg: 10}\n"
         "    - {position_m: [1.0, 3.0, 1.0], yaw_deg: 0, pitch_deg: 20}\n"
         "    - {position_m: [1.5, 2.2, 2.4], yaw_deg: 270, pitch_deg: -40}\n"
-        "    - {position_m: [2.2, 3.4, 1.5], yaw_deg: 200}\n"
+        "    - {position_m: [2.2, 3.4, 1.5], yaw_deg: 200}\n";
+    const char *val_yaml =
         "    - {position_m: [0.8, 2.4, 1.3], yaw_deg: 30, pitch_deg: 10}\n"
         "    - {position_m: [2.0, 1.2, 1.8], yaw_deg: 150, pitch_deg: -10}\n";
-    char yaml[6000];
+    int n_train_env = getenv("MMD_HELDOUT_TRAIN") ? atoi(getenv("MMD_HELDOUT_TRAIN")) : 6;
+    const size_t n_train = (size_t)(n_train_env < 6 ? 6 : n_train_env > 32 ? 32 : n_train_env), n_val = 2;
+    char poses_yaml[4096];
+    size_t len = (size_t)snprintf(poses_yaml, sizeof poses_yaml, "%s", train_yaml);
+    uint64_t lcg = 12345;
+#define HO_U01() ((lcg = lcg * 6364136223846793005ULL + 1442695040888963407ULL), (double)(lcg >> 11) / 9007199254740992.0)
+    for (size_t k = 6; k < n_train; k++) {
+        double x = 0.5 + 2.0 * HO_U01(), y = 0.6 + 2.8 * HO_U01(), z = 1.0 + 1.2 * HO_U01();
+        double yaw = 360.0 * HO_U01(), pitch = -20.0 + 40.0 * HO_U01();
+        len += (size_t)snprintf(poses_yaml + len, sizeof poses_yaml - len,
+                                "    - {position_m: [%.3f, %.3f, %.3f], yaw_deg: %.1f, pitch_deg: %.1f}\n", x, y, z,
+                                yaw, pitch);
+    }
+#undef HO_U01
+    snprintf(poses_yaml + len, sizeof poses_yaml - len, "%s", val_yaml);
+    char yaml[8192];
     const char *fmt =
         "scene:\n  file: %s/scenes/indoor/nist_conference_room/scene.yaml\n  frequency_hz: 60.0e9\n  materials:\n%s"
         "tx: {position_m: [1.5, 4.2, 2.2], pattern: iso}\n"
@@ -635,10 +653,9 @@ static void test_heldout(void)
         return;
     }
     run_close(&r);
-    size_t nbins = (size_t)gt.n_az * gt.n_el, ids[8];
-    const float *mp[8];
-    for (size_t k = 0; k < 8; k++) ids[k] = k, mp[k] = gt.spectra + k * nbins;
-    const size_t n_train = 6, n_val = 2;
+    size_t nbins = (size_t)gt.n_az * gt.n_el, ids[34];
+    const float *mp[34];
+    for (size_t k = 0; k < n_train + n_val; k++) ids[k] = k, mp[k] = gt.spectra + k * nbins;
     mmd_calib_options o = mmd_calib_defaults();
     o.fit_scale = 0;
     o.loss = MMD_CALIB_LOG_MAE;
@@ -654,6 +671,7 @@ static void test_heldout(void)
     snprintf(yaml, sizeof yaml, fmt, mmd_test_shared(), k_guess, poses_yaml, rays, 11);
     o.model = MMD_CALIB_NEURAL;
     o.mlp.seed = 1;
+    if (getenv("MMD_HELDOUT_OCTAVES")) o.mlp.octaves = atoi(getenv("MMD_HELDOUT_OCTAVES"));
     c = NULL;
     const int steps = getenv("MMD_HELDOUT_STEPS") ? atoi(getenv("MMD_HELDOUT_STEPS")) : 150;
     const double lr = getenv("MMD_HELDOUT_LR") ? atof(getenv("MMD_HELDOUT_LR")) : 5e-3;
@@ -667,9 +685,9 @@ static void test_heldout(void)
         }
         mmd_calib_loss(c, r.e.rx.poses + n_train, ids + n_train, mp + n_train, n_val, &l_nn, 0, NULL);
     }
-    printf("held-out log-MAE (2 poses): ground-truth materials %.4f, neural field %.4f after %d steps (start %.4f, "
-           "last training loss %.4f), %.1f s\n",
-           l_gt, l_nn, steps, l_start, l, mmd_now() - t0);
+    printf("held-out log-MAE (2 poses): ground-truth materials %.4f, neural field %.4f (ratio %.3f) after %d steps "
+           "(lr %g, %zu training poses, %d octaves; start %.4f, last training loss %.4f), %.1f s\n",
+           l_gt, l_nn, l_nn / l_gt, steps, lr, n_train, o.mlp.octaves, l_start, l, mmd_now() - t0);
     CHECK(l_gt > 0 && l_nn > 0, "held-out: losses computed (%s)", mmd_last_error());
     CHECK(l_start > 1.5 * l_gt, "held-out: the untrained field is clearly worse than the ground truth (%.4f vs %.4f)",
           l_start, l_gt);
