@@ -89,6 +89,13 @@ void mmd_calib_geom_get_adam(const mmd_calib_geom *g, int64_t *step, double m[MM
 mmd_status mmd_calib_geom_set_adam(mmd_calib_geom *g, int64_t step, const double m[MMD_CALIB_GEOM_NPARAM],
                                    const double v[MMD_CALIB_GEOM_NPARAM]);
 
+/* With `on`, every Adam step rounds p and the moments to float before moving the object,
+ * so a state saved as floats (the training loop's checkpoints, mmd_train.h) and set back
+ * continues bit for bit like the run that never stopped. Off by default. Under MPI,
+ * mmd_calib_geom_adam first sums the ranks' gradients (mmd_par_sum), so every rank takes
+ * the same step. */
+void mmd_calib_geom_set_float_state(mmd_calib_geom *g, int on);
+
 /* The object's index in the scene and the rotation centre c (create-time centroid). */
 uint32_t mmd_calib_geom_object(const mmd_calib_geom *g);
 void mmd_calib_geom_centroid(const mmd_calib_geom *g, double c[3]);

@@ -135,6 +135,20 @@ mmd_status mmd_materials_yaml_write(const char *path, const mmd_scene *scene, co
 mmd_status mmd_materials_yaml_read(const char *path, const mmd_scene *scene, mmd_material *mats, int *given,
                                    double *frequency_hz);
 
+/* model/geometry.yaml, written by calibrate with a calibrate_geometry block and applied
+ * by predict: the learned pose of one object, p = (t_x, t_y, t_z [m], a_x, a_y [rad]) of
+ * mmd_calib_geom.h about `centroid` (the object's centroid in the scene as loaded):
+ *     format: mmdiff-geometry-1
+ *     object: "reflector"
+ *     translation_m: [0.0012, -0.0004, 0.1987]
+ *     rotation_rad: [0.0021, -0.0003]
+ *     centroid_m: [2, 0, 1.5]
+ * Numbers round-trip exactly; write is atomic. read copies the object name into
+ * object[cap] and range-checks every number (|t| <= 1 km, |a| <= 2 pi). */
+mmd_status mmd_geometry_yaml_write(const char *path, const char *object, const double p[5], const double centroid[3],
+                                   const char *comment);
+mmd_status mmd_geometry_yaml_read(const char *path, char *object, size_t cap, double p[5], double centroid[3]);
+
 /* ---------------------------------------------------------------------------------------
  * Training driver
  */

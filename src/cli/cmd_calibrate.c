@@ -5,6 +5,7 @@
  * engine (mmd_calib.h) driven by the training loop (mmd_train.h), and writes into the run
  * directory:
  *   model/materials.yaml       learned material per scene object (per_object model)
+ *   model/geometry.yaml        with a calibrate_geometry block: the learned pose of that object
  *   result.json                loss per epoch, best epoch, scale, timings, device, seed, ...
  *   checkpoint.bin             everything needed to continue (--resume), written every
  *                              train.checkpoint_every epochs, at the end and on SIGINT/SIGTERM
@@ -20,6 +21,7 @@
 #include <unistd.h>
 
 #include "mmd_calib.h"
+#include "mmd_calib_geom.h"
 #include "mmd_par.h"
 #include "mmd_train.h"
 #include "run.h"
@@ -43,23 +45,82 @@ static void on_signal(int sig)
     (void)w;
 }
 
-/* The engine as a training objective (mmd_train_objective's callbacks). */
+/* The engine as a training objective (mmd_train_objective's callbacks). With a
+ * calibrate_geometry block the parameter vector is the engine's followed by the object's
+ * five pose parameters (mmd_calib_geom.h), and so are the Adam moments in checkpoints:
+ * the pose state is kept float-exact (mmd_calib_geom_set_float_state) so that --resume
+ * continues bit for bit. The pose takes one Adam step per training step for the first
+ * calibrate_geometry.steps steps, then stays. */
 typedef struct calib_obj {
     mmd_calib *c;
+    mmd_calib_geom *g;      /* NULL without calibrate_geometry */
+    size_t n_mat;           /* the engine's parameters */
+    double geo_lr;
+    int64_t geo_steps;
     const mmd_measurements *ms;
     mmd_cfg_pose *poses;    /* batch scratch */
     const float **measured; /* batch scratch */
     size_t cap;
 } calib_obj;
 
-static void o_get(void *ctx, float *raw) { mmd_calib_get_params(((calib_obj *)ctx)->c, raw); }
-static mmd_status o_set(void *ctx, const float *raw) { return mmd_calib_set_params(((calib_obj *)ctx)->c, raw); }
-static void o_zero(void *ctx) { mmd_calib_zero_grad(((calib_obj *)ctx)->c); }
-static mmd_status o_step(void *ctx, double lr) { return mmd_calib_adam(((calib_obj *)ctx)->c, lr); }
-static void o_get_opt(void *ctx, int64_t *step, float *m, float *v) { mmd_calib_get_adam(((calib_obj *)ctx)->c, step, m, v); }
+#define NG MMD_CALIB_GEOM_NPARAM
+
+static void o_get(void *ctx, float *raw)
+{
+    calib_obj *k = ctx;
+    mmd_calib_get_params(k->c, raw);
+    if (!k->g) return;
+    double p[NG];
+    mmd_calib_geom_get_params(k->g, p);
+    for (int j = 0; j < NG; j++) raw[k->n_mat + j] = (float)p[j];
+}
+static mmd_status o_set(void *ctx, const float *raw)
+{
+    calib_obj *k = ctx;
+    mmd_status st = mmd_calib_set_params(k->c, raw);
+    if (st != MMD_OK || !k->g) return st;
+    double p[NG], q[NG];
+    mmd_calib_geom_get_params(k->g, q);
+    int same = 1;
+    for (int j = 0; j < NG; j++) p[j] = raw[k->n_mat + j], same &= p[j] == q[j];
+    if (same) return MMD_OK; /* moving the object rebuilds the tree: only when it moves */
+    st = mmd_calib_geom_set_params(k->g, p);
+    return st == MMD_OK ? mmd_calib_geom_apply(k->g) : st;
+}
+static void o_zero(void *ctx)
+{
+    calib_obj *k = ctx;
+    mmd_calib_zero_grad(k->c);
+    if (k->g) mmd_calib_geom_zero_grad(k->g);
+}
+static mmd_status o_step(void *ctx, double lr)
+{
+    calib_obj *k = ctx;
+    mmd_status st = mmd_calib_adam(k->c, lr);
+    if (st != MMD_OK || !k->g) return st;
+    int64_t gs;
+    double m[NG], v[NG];
+    mmd_calib_geom_get_adam(k->g, &gs, m, v);
+    return gs < k->geo_steps ? mmd_calib_geom_adam(k->g, k->geo_lr) : MMD_OK;
+}
+static void o_get_opt(void *ctx, int64_t *step, float *m, float *v)
+{
+    calib_obj *k = ctx;
+    mmd_calib_get_adam(k->c, step, m, v);
+    if (!k->g) return;
+    int64_t gs;
+    double gm[NG], gv[NG];
+    mmd_calib_geom_get_adam(k->g, &gs, gm, gv);
+    for (int j = 0; j < NG; j++) m[k->n_mat + j] = (float)gm[j], v[k->n_mat + j] = (float)gv[j];
+}
 static mmd_status o_set_opt(void *ctx, int64_t step, const float *m, const float *v)
 {
-    return mmd_calib_set_adam(((calib_obj *)ctx)->c, step, m, v);
+    calib_obj *k = ctx;
+    mmd_status st = mmd_calib_set_adam(k->c, step, m, v);
+    if (st != MMD_OK || !k->g) return st;
+    double gm[NG], gv[NG];
+    for (int j = 0; j < NG; j++) gm[j] = m[k->n_mat + j], gv[j] = v[k->n_mat + j];
+    return mmd_calib_geom_set_adam(k->g, step < k->geo_steps ? step : k->geo_steps, gm, gv);
 }
 static mmd_status o_loss(void *ctx, const size_t *ids, size_t n, double *loss, int want_grad)
 {
@@ -71,6 +132,25 @@ static mmd_status o_loss(void *ctx, const size_t *ids, size_t n, double *loss, i
         k->measured[i] = k->ms->spectra + ids[i] * per;
     }
     return mmd_calib_loss(k->c, k->poses, ids, k->measured, n, loss, want_grad, NULL);
+}
+
+static mmd_status write_geometry(const mmd_cli_run *r, const calib_obj *k, const char *dir)
+{
+    char path[4300], comment[4400];
+    double p[NG], c[3];
+    mmd_calib_geom_get_params(k->g, p);
+    mmd_calib_geom_centroid(k->g, c);
+    snprintf(path, sizeof path, "%s/model", dir);
+    mmd_status st = mmd_mkdirs(path);
+    snprintf(path, sizeof path, "%s/model/geometry.yaml", dir);
+    snprintf(comment, sizeof comment,
+             "mmdiff calibrate: learned pose of one object (calibrate_geometry, paper Supp. E).\n"
+             "Experiment: %s\n"
+             "mmdiff predict EXP.yaml --model RUN_DIR moves the object by it before tracing.",
+             r->exp_path);
+    if (st == MMD_OK)
+        st = mmd_geometry_yaml_write(path, r->scene->objects[mmd_calib_geom_object(k->g)].name, p, c, comment);
+    return st;
 }
 
 static mmd_status write_materials(const mmd_cli_run *r, mmd_calib *c, const char *dir)
@@ -94,8 +174,8 @@ static mmd_status write_materials(const mmd_cli_run *r, mmd_calib *c, const char
     return st;
 }
 
-static mmd_status write_result(const mmd_cli_run *r, mmd_calib *c, const mmd_train_result *t,
-                               const mmd_measurements *ms, const char *ckpt)
+static mmd_status write_result(const mmd_cli_run *r, mmd_calib *c, const mmd_calib_geom *g,
+                               const mmd_train_result *t, const mmd_measurements *ms, const char *ckpt)
 {
     const mmd_experiment *e = &r->e;
     char path[4300];
@@ -126,6 +206,25 @@ static mmd_status write_result(const mmd_cli_run *r, mmd_calib *c, const mmd_tra
     mmd_json_kv_string(&j, "model", mmd_cfg_enum_name("train.model", e->train.model));
     mmd_json_kv_string(&j, "model_dir", "model");
     mmd_json_kv_string(&j, "checkpoint", ckpt);
+    if (g) {
+        double p[NG];
+        mmd_calib_geom_get_params(g, p);
+        mmd_json_key(&j, "geometry");
+        mmd_json_begin_object(&j);
+        mmd_json_kv_string(&j, "object", r->scene->objects[mmd_calib_geom_object(g)].name);
+        mmd_json_kv_string(&j, "file", "model/geometry.yaml");
+        mmd_json_key(&j, "translation_m");
+        mmd_json_begin_array_inline(&j);
+        for (int q = 0; q < 3; q++) mmd_json_double(&j, p[q]);
+        mmd_json_end_array(&j);
+        mmd_json_key(&j, "rotation_deg");
+        mmd_json_begin_array_inline(&j);
+        for (int q = 3; q < 5; q++) mmd_json_double(&j, p[q] * 180.0 / M_PI);
+        mmd_json_end_array(&j);
+        mmd_json_kv_double(&j, "lr", r->e.calibrate_geometry.lr);
+        mmd_json_kv_int(&j, "steps", r->e.calibrate_geometry.steps);
+        mmd_json_end_object(&j);
+    }
     mmd_json_key(&j, "data");
     mmd_json_begin_object(&j);
     mmd_json_kv_string(&j, "measurements", ms->manifest);
@@ -194,12 +293,6 @@ int mmd_cmd_calibrate(const mmd_cli_opts *o, int argc, char **argv)
         st = mmd_error(MMD_ERR_INVALID, "%s: train.measurements is required by calibrate (a measurement set: the "
                        "measurements/ directory `mmdiff simulate` writes with output.measurements: true)",
                        r.exp_path);
-    /* the pose gradient and its Adam step exist (mmd_calib_geom.h) but the training loop,
-     * checkpoints and predict do not carry an object pose yet: refuse rather than ignore */
-    if (st == MMD_OK && e->calibrate_geometry.enabled)
-        st = mmd_error(MMD_ERR_INVALID, "%s: calibrate_geometry: `mmdiff calibrate` does not learn object poses in this "
-                       "build (the library does: mmd_calib_geom.h, docs/calibration_geometry.md); remove the block to "
-                       "calibrate the materials", r.exp_path);
     mmd_measurements ms;
     memset(&ms, 0, sizeof ms);
     if (st == MMD_OK) st = mmd_measurements_read(e->train.measurements.path, &ms);
@@ -221,7 +314,16 @@ int mmd_cmd_calibrate(const mmd_cli_opts *o, int argc, char **argv)
         co.cache_bytes = (size_t)e->solver.cache_mb << 20;
         st = mmd_calib_create(r.sim, &co, &c);
     }
-    calib_obj k = {c, &ms, NULL, NULL, (size_t)e->train.batch_poses};
+    calib_obj k = {c, NULL, c ? mmd_calib_n_params(c) : 0, e->calibrate_geometry.lr, e->calibrate_geometry.steps,
+                   &ms, NULL, NULL, (size_t)e->train.batch_poses};
+    if (st == MMD_OK && e->calibrate_geometry.enabled) {
+        st = mmd_calib_geom_create(c, r.scene, e->calibrate_geometry.object, &k.g);
+        if (st != MMD_OK)
+            st = mmd_error(st, "%s: calibrate_geometry.object: %s", r.exp_path, mmd_last_error());
+        else
+            mmd_calib_geom_set_float_state(k.g, 1);
+    }
+    size_t n_params = k.n_mat + (k.g ? NG : 0);
     if (st == MMD_OK) {
         k.poses = mmd_malloc(k.cap, sizeof *k.poses, "batch poses");
         k.measured = mmd_malloc(k.cap, sizeof *k.measured, "batch spectra");
@@ -236,7 +338,7 @@ int mmd_cmd_calibrate(const mmd_cli_opts *o, int argc, char **argv)
     to.data_hash = ms.hash;
     to.stop = &g_stop;
     /* a resume that would be refused is refused before anything is written */
-    if (st == MMD_OK && resume) st = mmd_train_resume_check(mmd_calib_n_params(c), ms.n_poses, &to);
+    if (st == MMD_OK && resume) st = mmd_train_resume_check(n_params, ms.n_poses, &to);
     /* across MPI ranks every rank trains the same model on its share of each batch
      * (mmd_calib_loss); rank 0 alone writes checkpoints and outputs (docs/cluster.md) */
     int root = mmd_par_rank() == 0;
@@ -254,7 +356,7 @@ int mmd_cmd_calibrate(const mmd_cli_opts *o, int argc, char **argv)
     mmd_train_result t;
     memset(&t, 0, sizeof t);
     if (st == MMD_OK) {
-        mmd_train_objective obj = {&k, mmd_calib_n_params(c), o_get, o_set, o_zero, o_loss, o_step, o_get_opt, o_set_opt};
+        mmd_train_objective obj = {&k, n_params, o_get, o_set, o_zero, o_loss, o_step, o_get_opt, o_set_opt};
         struct sigaction sa, old_int, old_term;
         memset(&sa, 0, sizeof sa);
         sa.sa_handler = on_signal;
@@ -264,6 +366,9 @@ int mmd_cmd_calibrate(const mmd_cli_opts *o, int argc, char **argv)
         sigaction(SIGTERM, &sa, &old_term);
         mmd_info("calibrate: %s model, %zu parameters, lr %g, %d poses per step, %d epochs",
                  mmd_calib_mlp(c) ? "neural" : "per_object", obj.n_params, to.lr, to.batch_poses, to.epochs);
+        if (k.g)
+            mmd_info("calibrate: and the pose of object '%s' (5 parameters, lr %g, the first %lld steps)",
+                     e->calibrate_geometry.object, k.geo_lr, (long long)k.geo_steps);
         size_t sum0, gat0, sum1, gat1;
         mmd_par_traffic(&sum0, &gat0);
         st = mmd_train_run(&obj, ms.n_poses, &to, &t);
@@ -286,7 +391,8 @@ int mmd_cmd_calibrate(const mmd_cli_opts *o, int argc, char **argv)
         rc = g_signal ? 128 + (int)g_signal : 130;
     } else {
         if (st == MMD_OK && root) st = write_materials(&r, c, r.dir);
-        if (st == MMD_OK && root) st = write_result(&r, c, &t, &ms, "checkpoint.bin");
+        if (st == MMD_OK && root && k.g) st = write_geometry(&r, &k, r.dir);
+        if (st == MMD_OK && root) st = write_result(&r, c, k.g, &t, &ms, "checkpoint.bin");
         st = mmd_par_agree(st);
         if (st != MMD_OK) {
             rc = mmd_cli_fail();
@@ -302,6 +408,13 @@ int mmd_cmd_calibrate(const mmd_cli_opts *o, int argc, char **argv)
                 printf("%-24s %10.4g %14.4g %10.4g %10.4g\n", r.scene->objects[k2].name, m->eps_r, m->sigma_s_per_m,
                        m->scattering, m->xpd);
             }
+            if (k.g) {
+                double p[NG];
+                mmd_calib_geom_get_params(k.g, p);
+                printf("object '%s' moved by (%.4f, %.4f, %.4f) m, rotated by %.3f deg about x, %.3f deg about y "
+                       "(model/geometry.yaml)\n",
+                       e->calibrate_geometry.object, p[0], p[1], p[2], p[3] * 180.0 / M_PI, p[4] * 180.0 / M_PI);
+            }
             printf("best epoch %d (%s loss %.6g)%s; scale %.6g\n", t.best_epoch,
                    t.monitor_is_val ? "validation" : "training", t.best_loss, t.stopped_early ? ", stopped early" : "",
                    mmd_calib_scale(c));
@@ -314,6 +427,7 @@ int mmd_cmd_calibrate(const mmd_cli_opts *o, int argc, char **argv)
     mmd_train_result_free(&t);
     free(k.poses);
     free(k.measured);
+    mmd_calib_geom_destroy(k.g); /* before the engine, whose hook it removes (mmd_calib_geom.h) */
     mmd_calib_destroy(c);
     mmd_measurements_free(&ms);
     mmd_cli_run_close(&r);

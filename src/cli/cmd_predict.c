@@ -15,6 +15,7 @@
 #include "mmd_train.h"
 #include "outputs.h"
 #include "mmd_calib.h"
+#include "mmd_calib_geom.h"
 #include "run.h"
 
 static void progress(size_t done, size_t total, void *user)
@@ -77,14 +78,59 @@ static int wants_coverage(const mmd_cli_run *r, int argc, char **argv)
 
 typedef struct extra_keys {
     const char *model_file;
+    const char *geometry_file; /* NULL: no learned object pose */
     int coverage;
     const mmd_cli_coverage *cov;
 } extra_keys;
+
+/* model/geometry.yaml beside a per-object materials.yaml (calibrate_geometry): move that
+ * object as calibrate left it, with the same code that moved it there (mmd_calib_geom.h),
+ * before anything is traced. *gc and *g hold the moved scene's tree until the end. */
+static mmd_status apply_geometry(mmd_cli_run *r, const char *materials_file, char *gpath, size_t cap, mmd_calib **gc,
+                                 mmd_calib_geom **g)
+{
+    snprintf(gpath, cap, "%s", materials_file);
+    char *slash = strrchr(gpath, '/');
+    size_t dir_len = slash ? (size_t)(slash - gpath) + 1 : 0;
+    if (dir_len + sizeof "geometry.yaml" > cap) return MMD_OK;
+    strcpy(gpath + dir_len, "geometry.yaml");
+    if (!is_file(gpath)) {
+        gpath[0] = 0;
+        return MMD_OK;
+    }
+    char object[1024];
+    double p[MMD_CALIB_GEOM_NPARAM], c_file[3], c_now[3];
+    mmd_status st = mmd_geometry_yaml_read(gpath, object, sizeof object, p, c_file);
+    mmd_calib_options co = mmd_calib_defaults();
+    co.cache_bytes = 0;
+    if (st == MMD_OK) st = mmd_calib_create(r->sim, &co, gc);
+    if (st == MMD_OK) {
+        st = mmd_calib_geom_create(*gc, r->scene, object, g);
+        if (st != MMD_OK) st = mmd_error(st, "%s: object: %s", gpath, mmd_last_error());
+    }
+    if (st == MMD_OK) {
+        mmd_calib_geom_centroid(*g, c_now);
+        double d = sqrt((c_now[0] - c_file[0]) * (c_now[0] - c_file[0]) + (c_now[1] - c_file[1]) * (c_now[1] - c_file[1]) +
+                        (c_now[2] - c_file[2]) * (c_now[2] - c_file[2]));
+        /* the pose is about the centroid the object had where it was learned */
+        if (d > 1e-3)
+            mmd_warn("%s: object '%s' has its centroid %.3f m from where it was learned (another scene or scan?); "
+                     "moving it by the learned pose all the same",
+                     gpath, object, d);
+        st = mmd_calib_geom_set_params(*g, p);
+    }
+    if (st == MMD_OK) st = mmd_calib_geom_apply(*g);
+    if (st == MMD_OK)
+        mmd_info("predict: object '%s' moved by (%.4f, %.4f, %.4f) m and %.3f / %.3f deg about x / y (%s)", object, p[0],
+                 p[1], p[2], p[3] * 180.0 / M_PI, p[4] * 180.0 / M_PI, gpath);
+    return st;
+}
 
 static void add_keys(mmd_json *j, const void *user)
 {
     const extra_keys *x = user;
     mmd_json_kv_string(j, "model", x->model_file);
+    if (x->geometry_file) mmd_json_kv_string(j, "geometry", x->geometry_file);
     if (x->coverage) {
         mmd_json_key(j, "coverage");
         mmd_json_begin_object(j);
@@ -135,7 +181,10 @@ int mmd_cmd_predict(const mmd_cli_opts *o, int argc, char **argv)
                        "coverage estimator takes per-object materials); remove the coverage block or use a "
                        "per_object model",
                        r.exp_path);
-    mmd_calib *nc = NULL;
+    mmd_calib *nc = NULL, *gc = NULL;
+    mmd_calib_geom *g = NULL;
+    char gpath[4300] = "";
+    if (st == MMD_OK && !neural) st = apply_geometry(&r, model, gpath, sizeof gpath, &gc, &g);
     if (st == MMD_OK && neural) {
         mmd_calib_options co = mmd_calib_defaults();
         co.model = MMD_CALIB_NEURAL;
@@ -164,7 +213,7 @@ int mmd_cmd_predict(const mmd_cli_opts *o, int argc, char **argv)
     }
     if (st == MMD_OK) {
         char abs_model[4200];
-        extra_keys x = {realpath(model, abs_model) ? abs_model : model, cov, &c};
+        extra_keys x = {realpath(model, abs_model) ? abs_model : model, gpath[0] ? gpath : NULL, cov, &c};
         snprintf(path, sizeof path, "%s/result.json", r.dir);
         st = mmd_cli_aoa_write_result(&r, path, &res, "mmdiff predict", add_keys, &x);
     }
@@ -182,6 +231,8 @@ int mmd_cmd_predict(const mmd_cli_opts *o, int argc, char **argv)
     mmd_cli_coverage_free(&c);
     mmd_aoa_result_free(&res);
     mmd_calib_destroy(nc);
+    mmd_calib_geom_destroy(g); /* g, then its engine, then the simulator (mmd_calib_geom.h) */
+    mmd_calib_destroy(gc);
     free(mats);
     free(given);
     mmd_cli_run_close(&r);

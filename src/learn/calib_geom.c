@@ -4,6 +4,7 @@
  * re-uploading the scene, the gradient hook of the calibration engine, Adam.
  */
 #include "mmd_calib_geom.h"
+#include "mmd_par.h"
 #include "mmd_trace.h"
 
 #include <math.h>
@@ -33,6 +34,7 @@ struct mmd_calib_geom {
     size_t n_groups;
     float *partial;
     int hooked;        /* our hook is registered with c */
+    int float_state;   /* round p, m, v to float after each step (mmd_calib_geom_set_float_state) */
 };
 
 void mmd_calib_geom_rotation(const double p[NP], double R[9])
@@ -369,6 +371,12 @@ void mmd_calib_geom_zero_grad(mmd_calib_geom *g) { memset(g->grad, 0, sizeof g->
 mmd_status mmd_calib_geom_adam(mmd_calib_geom *g, double lr)
 {
     if (!(lr > 0) || !isfinite(lr)) return mmd_error(MMD_ERR_INVALID, "geometry calibration: learning rate %g", lr);
+    /* across MPI ranks each rank holds its poses' share of the gradient of the global mean
+     * loss (the engine scales by the global pose count): the sum is the gradient */
+    if (mmd_par_size() > 1) {
+        mmd_status st = mmd_par_sum(g->grad, NP);
+        if (st != MMD_OK) return st;
+    }
     double n2 = 0;
     for (int j = 0; j < NP; j++) {
         if (!isfinite(g->grad[j]))
@@ -382,6 +390,11 @@ mmd_status mmd_calib_geom_adam(mmd_calib_geom *g, double lr)
         g->m[j] = g->beta1 * g->m[j] + (1 - g->beta1) * g->grad[j];
         g->v[j] = v;
         g->p[j] -= lr * (g->m[j] / c1) / (sqrt(v / c2) + g->adam_eps);
+        if (g->float_state) {
+            g->m[j] = (float)g->m[j];
+            g->v[j] = (float)g->v[j];
+            g->p[j] = (float)g->p[j];
+        }
     }
     return mmd_calib_geom_apply(g);
 }
@@ -404,6 +417,8 @@ mmd_status mmd_calib_geom_set_adam(mmd_calib_geom *g, int64_t step, const double
     memcpy(g->v, v, sizeof g->v);
     return MMD_OK;
 }
+
+void mmd_calib_geom_set_float_state(mmd_calib_geom *g, int on) { g->float_state = on != 0; }
 
 uint32_t mmd_calib_geom_object(const mmd_calib_geom *g) { return g->obj; }
 void mmd_calib_geom_centroid(const mmd_calib_geom *g, double c[3]) { memcpy(c, g->centroid, sizeof g->centroid); }

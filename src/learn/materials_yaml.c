@@ -235,3 +235,97 @@ mmd_status mmd_materials_yaml_read(const char *path, const mmd_scene *scene, mmd
     mmd_yaml_free(root);
     return st;
 }
+
+/* ---- model/geometry.yaml: the pose of the object calibrate_geometry moved ---------- */
+
+#define GEOMETRY_FORMAT "mmdiff-geometry-1"
+
+static void put_vec(sbuf *b, const char *key, const double *v, int n)
+{
+    char num[40];
+    puts_(b, key);
+    puts_(b, ": [");
+    for (int i = 0; i < n; i++) {
+        mmd_fmt_double(num, v[i]);
+        puts_(b, i ? ", " : "");
+        puts_(b, num);
+    }
+    puts_(b, "]\n");
+}
+
+mmd_status mmd_geometry_yaml_write(const char *path, const char *object, const double p[5], const double centroid[3],
+                                   const char *comment)
+{
+    sbuf b = {0};
+    if (comment) {
+        const char *s = comment;
+        while (*s) {
+            const char *e = strchr(s, '\n');
+            size_t n = e ? (size_t)(e - s) : strlen(s);
+            puts_(&b, "# ");
+            put(&b, s, n);
+            puts_(&b, "\n");
+            s += n + (e ? 1 : 0);
+        }
+    }
+    puts_(&b, "format: " GEOMETRY_FORMAT "\nobject: ");
+    put_quoted(&b, object);
+    puts_(&b, "\n# x' = R_y(a_y) R_x(a_x) (x - centroid) + centroid + translation, for every vertex x of the object\n");
+    put_vec(&b, "translation_m", p, 3);
+    put_vec(&b, "rotation_rad", p + 3, 2);
+    put_vec(&b, "centroid_m", centroid, 3);
+    char line[160];
+    snprintf(line, sizeof line, "# rotation about x, y: %.4f, %.4f deg\n", p[3] * 180.0 / M_PI, p[4] * 180.0 / M_PI);
+    puts_(&b, line);
+    if (b.bad) {
+        free(b.p);
+        return mmd_error(MMD_ERR_NOMEM, "%s: out of memory", path);
+    }
+    mmd_status st = mmd_write_file_atomic(path, b.p, b.n);
+    free(b.p);
+    return st;
+}
+
+static mmd_status read_vec(const char *path, const mmd_ynode *root, const char *key, double *v, int n, double lim)
+{
+    char where[1200];
+    const mmd_ynode *x = mmd_yaml_get(root, key);
+    if (!x) return mmd_error(MMD_ERR_INVALID, "%s: %s: missing (expected a list of %d numbers)", path, key, n);
+    int ok = x->kind == MMD_YAML_SEQ && x->n == (size_t)n;
+    for (int i = 0; ok && i < n; i++) ok = number(x->items[i], &v[i]) && fabs(v[i]) <= lim;
+    if (!ok)
+        return mmd_error(MMD_ERR_INVALID, "%s: %s: expected a list of %d numbers of magnitude <= %g",
+                         mmd_yaml_where(x, where, sizeof where), key, n, lim);
+    return MMD_OK;
+}
+
+mmd_status mmd_geometry_yaml_read(const char *path, char *object, size_t cap, double p[5], double centroid[3])
+{
+    mmd_ynode *root = NULL;
+    mmd_status st = mmd_yaml_load_file(path, &root);
+    if (st != MMD_OK) return st;
+    char where[1200];
+    const mmd_ynode *n;
+    if (!root || root->kind != MMD_YAML_MAP)
+        st = mmd_error(MMD_ERR_PARSE, "%s: expected a YAML map with format, object, translation_m, rotation_rad and "
+                       "centroid_m",
+                       path);
+    if (st == MMD_OK && (!(n = mmd_yaml_get(root, "format")) ||
+                         !(n->kind == MMD_YAML_SCALAR && n->text && !strcmp(n->text, GEOMETRY_FORMAT))))
+        st = mmd_error(MMD_ERR_INVALID, "%s: format: expected %s", n ? mmd_yaml_where(n, where, sizeof where) : path,
+                       GEOMETRY_FORMAT);
+    if (st == MMD_OK) {
+        n = mmd_yaml_get(root, "object");
+        if (!n || n->kind != MMD_YAML_SCALAR || !n->text || !n->text[0] || strlen(n->text) >= cap)
+            st = mmd_error(MMD_ERR_INVALID, "%s: object: expected the name of a scene object",
+                           n ? mmd_yaml_where(n, where, sizeof where) : path);
+        else
+            strcpy(object, n->text);
+    }
+    /* 1 km and 2 pi bound what a calibration of one object in a room can mean */
+    if (st == MMD_OK) st = read_vec(path, root, "translation_m", p, 3, 1e3);
+    if (st == MMD_OK) st = read_vec(path, root, "rotation_rad", p + 3, 2, 2 * M_PI);
+    if (st == MMD_OK) st = read_vec(path, root, "centroid_m", centroid, 3, 1e7);
+    mmd_yaml_free(root);
+    return st;
+}
