@@ -114,6 +114,12 @@ mmd_status mmd_calib_set_adam(mmd_calib *c, int64_t step, const float *m, const 
  * MMD_ERR_INVALID. */
 mmd_status mmd_calib_materials(mmd_calib *c, mmd_material *out);
 
+/* One material per scene triangle (out[n_triangles]): the neural field at each
+ * triangle's centroid (train.field_at: triangle semantics), thickness and alpha_r from the
+ * triangle's object; the per-object model gives each triangle its object's material.
+ * With mmd_sim_set_triangle_materials this lets the coverage estimator use the field. */
+mmd_status mmd_calib_triangle_materials(mmd_calib *c, mmd_material *out);
+
 /* Neural model: the network (NULL for the per-object model). Save with mmd_mlp_save. */
 mmd_mlp *mmd_calib_mlp(const mmd_calib *c);
 

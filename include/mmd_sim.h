@@ -83,6 +83,13 @@ mmd_status mmd_sim_update_geometry(mmd_sim *s, const mmd_bvh *bvh);
 /* Set every object's material (host and device copy). */
 mmd_status mmd_sim_set_material(mmd_sim *s, uint32_t object, const mmd_material *m);
 
+/* One material per scene triangle instead of per object (per_tri[n_triangles]): for
+ * coverage maps with the neural material field, evaluated once per triangle (predict,
+ * train.field_at: triangle semantics). Afterwards s->materials has n_triangles entries,
+ * so use such a simulator for directional-mode spectra and coverage only (the specular
+ * path solver and the calibration engine index materials by object). */
+mmd_status mmd_sim_set_triangle_materials(mmd_sim *s, const mmd_material *per_tri);
+
 #define MMD_AOA_PEAKS 5
 typedef struct mmd_aoa_peak { double az_deg, el_deg, power_db; } mmd_aoa_peak;
 

@@ -10,6 +10,7 @@
 #include <stdlib.h>
 
 #include "mmd_calib.h"
+#include "mmd_coverage.h"
 #include "mmd_physics.h"
 #include "mmd_test.h"
 
@@ -698,6 +699,91 @@ static void test_heldout(void)
     mmd_aoa_result_free(&gt);
 }
 
+/* Coverage with the neural field (predict): the field at every triangle's centroid
+ * (mmd_calib_triangle_materials) equals the plain-C MLP there; a constant field through
+ * the per-triangle material table (mmd_sim_set_triangle_materials) gives the per-object
+ * coverage map bit for bit; a seeded field changes it. */
+static void test_neural_coverage(void)
+{
+    const char *sets[1] = {"solver.rays=3000"};
+    make_yaml(k_guess);
+    run r, r2;
+    if (!run_open(&r, g_yaml, sets, 1) || !run_open(&r2, g_yaml, sets, 1)) {
+        CHECK(0, "neural coverage runs");
+        return;
+    }
+    mmd_calib_options o = mmd_calib_defaults();
+    o.model = MMD_CALIB_NEURAL;
+    o.mlp.seed = 7;
+    mmd_calib *c = NULL;
+    mmd_status st = mmd_calib_create(r.sim, &o, &c);
+    size_t nt = r.scene->n_triangles, np = c ? mmd_calib_n_params(c) : 0;
+    mmd_material *tm = malloc(nt * sizeof *tm);
+    float *raw = malloc((np ? np : 1) * sizeof *raw);
+    double *dp = malloc((np ? np : 1) * sizeof *dp), *ref = malloc(4 * 64 * sizeof *ref);
+    float *pos = malloc(3 * 64 * sizeof *pos);
+    if (st != MMD_OK || !tm || !raw || !dp || !ref || !pos) {
+        CHECK(0, "neural coverage setup: %s", mmd_last_error());
+        goto done;
+    }
+    /* (a) the seeded field at 64 triangles against the plain-C MLP */
+    st = mmd_calib_triangle_materials(c, tm);
+    CHECK(st == MMD_OK, "triangle materials: %s", mmd_last_error());
+    mmd_calib_get_params(c, raw);
+    for (size_t i = 0; i < np; i++) dp[i] = raw[i];
+    size_t stride = nt / 64 ? nt / 64 : 1, nref = 0;
+    for (size_t t = 0; t < nt && nref < 64; t += stride, nref++)
+        for (int q = 0; q < 3; q++) {
+            float ctr = 0.0f;
+            for (int j = 0; j < 3; j++) ctr += r.scene->vertices[3 * (size_t)r.scene->indices[3 * t + j] + q];
+            double ext = (double)r.scene->bbox_max[q] - r.scene->bbox_min[q];
+            pos[3 * nref + q] = (ctr / 3.0f - r.scene->bbox_min[q]) * (float)(ext > 0 ? 2.0 / ext : 0.0) - 1.0f;
+        }
+    double worst = 0;
+    if (st == MMD_OK && mmd_mlp_ref_forward(mmd_mlp_get_config(mmd_calib_mlp(c)), dp, pos, nref, ref) == MMD_OK) {
+        size_t k = 0;
+        for (size_t t = 0; t < nt && k < nref; t += stride, k++) {
+            double got[4] = {tm[t].eps_r, tm[t].sigma_s_per_m, tm[t].scattering, tm[t].xpd};
+            for (int q = 0; q < 4; q++) worst = fmax(worst, fabs(got[q] - ref[4 * k + q]) / fmax(fabs(ref[4 * k + q]), 1e-3));
+            const mmd_material *om = &r.sim->materials[r.scene->tri_object[t]];
+            CHECK(tm[t].thickness_m == om->thickness_m && tm[t].alpha_r == om->alpha_r,
+                  "triangle %zu keeps its object's thickness and alpha_r", t);
+        }
+    }
+    printf("neural field at triangle centroids vs the plain-C MLP: worst relative difference %.2e (%zu triangles)\n",
+           worst, nref);
+    CHECK(worst < 1e-4, "field at triangle centroids = plain-C MLP (worst relative %.2e)", worst);
+    mmd_cfg_coverage cc = r.e.coverage;
+    cc.z_m = 1.2, cc.cell_m = 0.25, cc.rays = 20000, cc.has_extent = 0;
+    mmd_coverage_map seeded = {0}, a = {0}, b = {0};
+    if (st == MMD_OK) st = mmd_sim_set_triangle_materials(r2.sim, tm);
+    if (st == MMD_OK) st = mmd_sim_coverage(r2.sim, &cc, &seeded, NULL, NULL);
+    /* (b) a constant field: all weights 0 */
+    for (size_t i = 0; i < np; i++) raw[i] = 0.0f;
+    if (st == MMD_OK) st = mmd_calib_set_params(c, raw);
+    if (st == MMD_OK) st = mmd_calib_triangle_materials(c, tm);
+    if (st == MMD_OK) st = mmd_sim_set_triangle_materials(r2.sim, tm);
+    if (st == MMD_OK) st = mmd_sim_coverage(r2.sim, &cc, &a, NULL, NULL);
+    for (uint32_t ob = 0; st == MMD_OK && ob < r.scene->n_objects; ob++)
+        if (r.scene->objects[ob].n_tris) st = mmd_sim_set_material(r.sim, ob, &tm[r.scene->objects[ob].first_tri]);
+    if (st == MMD_OK) st = mmd_sim_coverage(r.sim, &cc, &b, NULL, NULL);
+    CHECK(st == MMD_OK, "neural coverage maps: %s", mmd_last_error());
+    if (st == MMD_OK) {
+        size_t n = (size_t)a.nx * a.ny, differ = 0;
+        for (size_t i = 0; i < n; i++) differ += seeded.gain[i] != a.gain[i];
+        CHECK(a.nx == b.nx && a.ny == b.ny && !memcmp(a.gain, b.gain, n * sizeof *a.gain) &&
+                  !memcmp(a.count, b.count, n * sizeof *a.count),
+              "a constant field through the per-triangle table = the per-object coverage map, bit for bit");
+        CHECK(differ > n / 4, "the seeded field gives another map (%zu of %zu cells differ)", differ, n);
+    }
+    mmd_coverage_map_free(&seeded), mmd_coverage_map_free(&a), mmd_coverage_map_free(&b);
+done:
+    free(tm), free(raw), free(dp), free(ref), free(pos);
+    mmd_calib_destroy(c);
+    run_close(&r);
+    run_close(&r2);
+}
+
 /* train.field_at: triangle. A constant field gives the same spectra as per-hit
  * evaluation, bit for bit; the MLP gradient through the per-triangle sums equals central
  * differences of the loss. */
@@ -915,6 +1001,7 @@ int main(void)
     if (RUN("neural")) {
         test_neural();
         test_field_triangle();
+        test_neural_coverage();
     }
     if (RUN("specular")) {
         test_specular("solver.polarization=scalar");

@@ -505,10 +505,17 @@ int main(void)
     rc = run(cmd, &out);
     CHECK(rc == 0 && exists("neural/model/model.yaml") && exists("neural/result.json"), "neural calibrate: rc %d: %.400s",
           rc, out);
-    snprintf(cmd, sizeof cmd, "%s predict truth.yaml --model neural -o neural_pred --set output.measurements=false", g_bin);
+    snprintf(cmd, sizeof cmd,
+             "%s predict truth.yaml --model neural -o neural_pred --set output.measurements=false "
+             "--set coverage.cell_m=0.5 --set coverage.rays=20000",
+             g_bin);
     rc = run(cmd, &out);
-    CHECK(rc == 0 && exists("neural_pred/spectra.npy") && exists("neural_pred/result.json"),
-          "predict with the neural model: rc %d: %.400s", rc, out);
+    CHECK(rc == 0 && exists("neural_pred/spectra.npy") && exists("neural_pred/result.json") &&
+              exists("neural_pred/coverage/path_gain_db.npy") && exists("neural_pred/coverage/result.json"),
+          "predict spectra and coverage with the neural model: rc %d: %.400s", rc, out);
+    expect_fail("neural coverage in specular mode",
+                "predict truth.yaml --model neural --set solver.mode=specular --set coverage.cell_m=0.5 -o bad10",
+                "solver.mode", "bad10");
     expect_fail("resume without a checkpoint", "calibrate cal.yaml --resume -o bad6", "no checkpoint", "bad6");
     /* a damaged checkpoint is refused on --resume */
     snprintf(cmd, sizeof cmd, "mkdir -p bad7 && head -c 100 cal/checkpoint.bin > bad7/checkpoint.bin");

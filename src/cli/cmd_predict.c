@@ -176,10 +176,9 @@ int mmd_cmd_predict(const mmd_cli_opts *o, int argc, char **argv)
                  "dependent)",
                  model, f_model * 1e-9, e->scene.frequency_hz * 1e-9);
     int cov = st == MMD_OK && wants_coverage(&r, argc, argv);
-    if (st == MMD_OK && neural && cov)
-        st = mmd_error(MMD_ERR_INVALID, "%s: coverage maps with the neural model are not implemented yet (the "
-                       "coverage estimator takes per-object materials); remove the coverage block or use a "
-                       "per_object model",
+    if (st == MMD_OK && neural && cov && e->solver.mode != MMD_CFG_SOLVER_DIRECTIONAL)
+        st = mmd_error(MMD_ERR_INVALID, "%s: solver.mode: coverage maps with the neural model need the directional "
+                       "mode (the specular path solver takes per-object materials)",
                        r.exp_path);
     mmd_calib *nc = NULL, *gc = NULL;
     mmd_calib_geom *g = NULL;
@@ -191,6 +190,19 @@ int mmd_cmd_predict(const mmd_cli_opts *o, int argc, char **argv)
         co.field_at_triangle = e->train.field_at == MMD_CFG_FIELD_AT_TRIANGLE;
         co.model_dir = model;
         st = mmd_calib_create(r.sim, &co, &nc);
+    }
+    /* coverage with the neural field: a second simulator whose material table holds the
+     * field at every triangle's centroid (mmd_calib_triangle_materials) */
+    mmd_sim *cov_sim = NULL;
+    if (st == MMD_OK && neural && cov) {
+        mmd_material *tm = mmd_malloc(r.scene->n_triangles ? r.scene->n_triangles : 1, sizeof *tm, "materials");
+        st = tm ? mmd_sim_create(r.cl, r.scene, r.bvh, &r.e, &cov_sim) : MMD_ERR_NOMEM;
+        if (st == MMD_OK) st = mmd_calib_triangle_materials(nc, tm);
+        if (st == MMD_OK) st = mmd_sim_set_triangle_materials(cov_sim, tm);
+        if (st == MMD_OK)
+            mmd_info("predict: coverage with the neural field evaluated at the centroids of %u triangles",
+                     r.scene->n_triangles);
+        free(tm);
     }
     if (st == MMD_OK && r.n_poses == 0 && !cov)
         st = mmd_error(MMD_ERR_INVALID, "%s: nothing to predict: no receiver poses (rx.poses / rx.poses_csv) and no "
@@ -204,7 +216,12 @@ int mmd_cmd_predict(const mmd_cli_opts *o, int argc, char **argv)
                 : mmd_sim_aoa(r.sim, r.poses, r.n_poses, &res, progress, NULL);
     mmd_cli_coverage c;
     memset(&c, 0, sizeof c);
-    if (st == MMD_OK && cov) st = mmd_cli_coverage_compute(&r, &c);
+    if (st == MMD_OK && cov) {
+        mmd_sim *keep = r.sim;
+        if (cov_sim) r.sim = cov_sim;
+        st = mmd_cli_coverage_compute(&r, &c);
+        r.sim = keep;
+    }
     if (st == MMD_OK) st = mmd_cli_run_write_records(&r);
     if (st == MMD_OK && r.n_poses) st = mmd_cli_aoa_write(&r, r.dir, &res);
     if (st == MMD_OK && cov) {
@@ -230,6 +247,7 @@ int mmd_cmd_predict(const mmd_cli_opts *o, int argc, char **argv)
     }
     mmd_cli_coverage_free(&c);
     mmd_aoa_result_free(&res);
+    mmd_sim_destroy(cov_sim);
     mmd_calib_destroy(nc);
     mmd_calib_geom_destroy(g); /* g, then its engine, then the simulator (mmd_calib_geom.h) */
     mmd_calib_destroy(gc);

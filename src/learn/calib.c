@@ -1191,3 +1191,47 @@ mmd_status mmd_calib_debug_backward_mlp(mmd_calib *c, const mmd_cfg_pose *pose, 
     if (st == MMD_OK) st = mmd_mlp_get_grads(c->mlp, grads);
     return st;
 }
+
+mmd_status mmd_calib_triangle_materials(mmd_calib *c, mmd_material *out)
+{
+    mmd_sim *s = c->s;
+    const mmd_scene *sc = s->scene;
+    size_t nt = sc->n_triangles;
+    for (size_t t = 0; t < nt; t++) out[t] = s->materials[sc->tri_object[t]];
+    if (!c->mlp || !nt) return MMD_OK;
+    /* the field's inputs as eval_field_triangles makes them: centroids, normalised to the
+     * scene's box */
+    float lo[3], sc3[3];
+    for (int k = 0; k < 3; k++) {
+        double ext = (double)sc->bbox_max[k] - sc->bbox_min[k];
+        lo[k] = sc->bbox_min[k];
+        sc3[k] = (float)(ext > 0 ? 2.0 / ext : 0.0);
+    }
+    float *pos = mmd_malloc(nt, 3 * sizeof *pos, "field inputs");
+    cl_float4 *th = mmd_malloc(nt, sizeof *th, "field values");
+    mmd_status st = pos && th ? MMD_OK : MMD_ERR_NOMEM;
+    for (size_t t = 0; st == MMD_OK && t < nt; t++)
+        for (int q = 0; q < 3; q++) {
+            float ctr = 0.0f;
+            for (int j = 0; j < 3; j++) ctr += sc->vertices[3 * (size_t)sc->indices[3 * t + j] + q];
+            pos[3 * t + q] = (ctr / 3.0f - lo[q]) * sc3[q] - 1.0f;
+        }
+    cl_mem d_pos = NULL, d_th = NULL;
+    if (st == MMD_OK) st = mmd_cl_buffer(s->cl, CL_MEM_READ_ONLY, nt * 3 * sizeof(float), pos, "field inputs", &d_pos);
+    if (st == MMD_OK) st = mmd_cl_buffer(s->cl, CL_MEM_READ_WRITE, nt * sizeof(cl_float4), NULL, "field values", &d_th);
+    if (st == MMD_OK) st = mmd_mlp_infer(c->mlp, d_pos, nt, d_th);
+    if (st == MMD_OK)
+        st = mmd_cl_check(clEnqueueReadBuffer(s->cl->queue, d_th, CL_TRUE, 0, nt * sizeof(cl_float4), th, 0, NULL, NULL),
+                          "read field values");
+    for (size_t t = 0; st == MMD_OK && t < nt; t++) {
+        out[t].eps_r = th[t].s[0];
+        out[t].sigma_s_per_m = th[t].s[1];
+        out[t].scattering = th[t].s[2];
+        out[t].xpd = th[t].s[3];
+    }
+    if (d_pos) clReleaseMemObject(d_pos);
+    if (d_th) clReleaseMemObject(d_th);
+    free(pos);
+    free(th);
+    return st;
+}

@@ -154,6 +154,43 @@ mmd_status mmd_sim_set_material(mmd_sim *s, uint32_t object, const mmd_material 
     return st == MMD_OK ? upload_materials(s) : st;
 }
 
+mmd_status mmd_sim_set_triangle_materials(mmd_sim *s, const mmd_material *per_tri)
+{
+    const mmd_scene *sc = s->scene;
+    uint32_t nt = sc->n_triangles;
+    if (!nt) return MMD_OK;
+    for (uint32_t t = 0; t < nt; t++) {
+        char what[64];
+        snprintf(what, sizeof what, "material of triangle %u", t);
+        mmd_status st = mmd_material_validate(&per_tri[t], what);
+        if (st != MMD_OK) return st;
+    }
+    mmd_material *m = mmd_malloc(nt, sizeof *m, "materials");
+    mmd_gpu_material *g = mmd_calloc(nt, sizeof *g, "materials");
+    mmd_prim_info *prims = mmd_malloc(nt, sizeof *prims, "triangle data");
+    if (!m || !g || !prims) {
+        free(m), free(g), free(prims);
+        return MMD_ERR_NOMEM;
+    }
+    memcpy(m, per_tri, nt * sizeof *m);
+    for (uint32_t t = 0; t < nt; t++) to_gpu_material(&m[t], s->freq_hz, &g[t]);
+    free(s->materials), free(s->gpu_mats);
+    s->materials = m, s->gpu_mats = g, s->n_mat = nt;
+    /* each triangle points at its own table entry; the rest of its data (smoothed normal,
+     * lift) stays as mmd_sim_update_geometry computed it */
+    mmd_status st = mmd_cl_check(clEnqueueReadBuffer(s->cl->queue, s->d_prims, CL_TRUE, 0, nt * sizeof *prims, prims, 0,
+                                                     NULL, NULL),
+                                 "read triangle data");
+    for (uint32_t t = 0; st == MMD_OK && t < nt; t++) prims[t].material = t;
+    if (st == MMD_OK)
+        st = mmd_cl_check(clEnqueueWriteBuffer(s->cl->queue, s->d_prims, CL_TRUE, 0, nt * sizeof *prims, prims, 0, NULL,
+                                               NULL),
+                          "upload triangle data");
+    free(prims);
+    if (st == MMD_OK) st = build_lobe_tables(s);
+    return st == MMD_OK ? upload_materials(s) : st;
+}
+
 static mmd_status antenna_from_cfg(int element, mmd_antenna *a)
 {
     static const char *names[] = {"iso", "dipole", "hw_dipole", "tr38901", "patch"};
