@@ -58,6 +58,7 @@ typedef struct row {
 #define GW_OK "gateway1:\n  position: [5.0, 0.26, 0]\n  orientation: [0.5, -0.5, -0.5, 0.5]\n"
 
 static mmd_status ck_read(const char *dir);
+static mmd_status geo_read(const char *dir);
 static mmd_status mlp_read(const char *dir);
 #define MLP_HEAD "format: mmdiff-mlp\nversion: 1\ninput: {octaves: 0}\ninit: {seed: 1}\n"
 #define MLP_OK_TENSORS \
@@ -215,6 +216,10 @@ static const row rows[] = {
      {F("model.yaml", MLP_HEAD "hidden: [2]\n" MLP_OK_TENSORS "checksum: \"fnv1a64:0123456789abcdef\"\n"), MLP_FILES,
       F("layer1_bias.npy", "@mlp/layer1_bias.npy"), F("adam_m.npy", "@mlp/adam_m.npy"),
       F("adam_v.npy", "@mlp/adam_m.npy")}, NULL, mlp_read, MMD_ERR_INVALID, "./model.yaml: the tensors next to it do not match its checksum (fnv1a64:0123456789abcdef, computed fnv1a64:060cc7164e8afea6): the directory mixes files of different saves (interrupted save?)"},
+    /* ---- learned object poses (mmd_geometry_yaml_read, as predict --model DIR) ---- */
+    {"geometry-format", "geometry.yaml without its format line", {F("geometry.yaml", "object: plate\ntranslation_m: [0, 0, 0]\n")}, NULL, geo_read, MMD_ERR_INVALID, "geometry.yaml: format: expected mmdiff-geometry-1"},
+    {"geometry-vector", "translation with two numbers", {F("geometry.yaml", "format: mmdiff-geometry-1\nobject: plate\ntranslation_m: [0, 0.1]\nrotation_rad: [0, 0]\ncentroid_m: [0, 0, 0]\n")}, NULL, geo_read, MMD_ERR_INVALID, "geometry.yaml:3:16: translation_m: expected a list of 3 numbers of magnitude <= 1000"},
+    {"geometry-angle", "rotation of 100 rad", {F("geometry.yaml", "format: mmdiff-geometry-1\nobject: plate\ntranslation_m: [0, 0, 0]\nrotation_rad: [100, 0]\ncentroid_m: [0, 0, 0]\n")}, NULL, geo_read, MMD_ERR_INVALID, "geometry.yaml:4:15: rotation_rad: expected a list of 2 numbers of magnitude <= 6.28319"},
     /* ---- training checkpoints (mmd_train_checkpoint_read, as calibrate --resume) ---- */
     {"ckpt-magic", "not a checkpoint", {F("checkpoint.bin", "MMDCKPT0 and more bytes than a header has...")}, NULL, ck_read, MMD_ERR_PARSE, "checkpoint.bin: not an mmdiff checkpoint (expected the magic \"MMDCKPT1\")"},
     {"ckpt-truncated", "checkpoint cut short", {{NULL, NULL, 0}}, NULL, ck_read, MMD_ERR_PARSE, "checkpoint.bin: checkpoint is truncated (the header announces 288 payload bytes, the file has 281); refusing to resume from it"},
@@ -333,6 +338,13 @@ static mmd_status ck_read(const char *dir)
     mmd_status st = mmd_train_checkpoint_read("checkpoint.bin", &c);
     if (st == MMD_OK) mmd_train_checkpoint_free(&c);
     return st;
+}
+
+static mmd_status geo_read(const char *dir)
+{
+    char object[256];
+    double p[5], c[3];
+    return mmd_geometry_yaml_read("geometry.yaml", object, sizeof object, p, c);
 }
 
 static mmd_status mlp_read(const char *dir)
@@ -583,7 +595,10 @@ int main(int argc, char **argv)
                 printf("| `%s` | %s | `mmdiff %s` | %d | `%s` |\n", r->id, what, r->args, rc, esc);
             else
                 printf("| `%s` | %s | `%s` | `%s` | `%s` |\n", r->id, what,
-                       r->lib == mlp_read ? "mmd_mlp_load" : "mmd_train_checkpoint_read", mmd_status_name((mmd_status)rc),
+                       r->lib == mlp_read   ? "mmd_mlp_load"
+                       : r->lib == geo_read ? "mmd_geometry_yaml_read"
+                                            : "mmd_train_checkpoint_read",
+                       mmd_status_name((mmd_status)rc),
                        esc);
             continue;
         }
