@@ -619,9 +619,13 @@ static void test_heldout(void)
         "    - {position_m: [1.0, 3.0, 1.0], yaw_deg: 0, pitch_deg: 20}\n"
         "    - {position_m: [1.5, 2.2, 2.4], yaw_deg: 270, pitch_deg: -40}\n"
         "    - {position_m: [2.2, 3.4, 1.5], yaw_deg: 200}\n";
-    const char *val_yaml =
-        "    - {position_m: [0.8, 2.4, 1.3], yaw_deg: 30, pitch_deg: 10}\n"
-        "    - {position_m: [2.0, 1.2, 1.8], yaw_deg: 150, pitch_deg: -10}\n";
+    /* MMD_HELDOUT_VALSET=2: a second held-out pair, to confirm on poses nobody looked at
+     * what was chosen on the first */
+    const int valset = getenv("MMD_HELDOUT_VALSET") ? atoi(getenv("MMD_HELDOUT_VALSET")) : 1;
+    const char *val_yaml = valset == 2 ? "    - {position_m: [1.2, 1.0, 1.5], yaw_deg: 110, pitch_deg: 5}\n"
+                                         "    - {position_m: [2.3, 2.8, 1.1], yaw_deg: 240, pitch_deg: -5}\n"
+                                       : "    - {position_m: [0.8, 2.4, 1.3], yaw_deg: 30, pitch_deg: 10}\n"
+                                         "    - {position_m: [2.0, 1.2, 1.8], yaw_deg: 150, pitch_deg: -10}\n";
     int n_train_env = getenv("MMD_HELDOUT_TRAIN") ? atoi(getenv("MMD_HELDOUT_TRAIN")) : 6;
     const size_t n_train = (size_t)(n_train_env < 6 ? 6 : n_train_env > 32 ? 32 : n_train_env), n_val = 2;
     char poses_yaml[4096];
@@ -687,8 +691,8 @@ static void test_heldout(void)
         mmd_calib_loss(c, r.e.rx.poses + n_train, ids + n_train, mp + n_train, n_val, &l_nn, 0, NULL);
     }
     printf("held-out log-MAE (2 poses): ground-truth materials %.4f, neural field %.4f (ratio %.3f) after %d steps "
-           "(lr %g, %zu training poses, %d octaves; start %.4f, last training loss %.4f), %.1f s\n",
-           l_gt, l_nn, l_nn / l_gt, steps, lr, n_train, o.mlp.octaves, l_start, l, mmd_now() - t0);
+           "(lr %g, %zu training poses, %d octaves, held-out set %d; start %.4f, last training loss %.4f), %.1f s\n",
+           l_gt, l_nn, l_nn / l_gt, steps, lr, n_train, o.mlp.octaves, valset, l_start, l, mmd_now() - t0);
     CHECK(l_gt > 0 && l_nn > 0, "held-out: losses computed (%s)", mmd_last_error());
     CHECK(l_start > 1.5 * l_gt, "held-out: the untrained field is clearly worse than the ground truth (%.4f vs %.4f)",
           l_start, l_gt);

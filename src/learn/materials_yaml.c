@@ -44,6 +44,27 @@ static void put_num(sbuf *b, const char *key, double v)
     puts_(b, line);
 }
 
+/* Write the buffer atomically to path and free it. */
+static mmd_status finish(sbuf *b, const char *path)
+{
+    mmd_status st = b->bad ? mmd_error(MMD_ERR_NOMEM, "%s: out of memory", path) : mmd_write_file_atomic(path, b->p, b->n);
+    free(b->p);
+    return st;
+}
+
+/* `comment` (may be NULL) as '#' lines. */
+static void put_comment(sbuf *b, const char *comment)
+{
+    for (const char *s = comment; s && *s;) {
+        const char *e = strchr(s, '\n');
+        size_t n = e ? (size_t)(e - s) : strlen(s);
+        puts_(b, "# ");
+        put(b, s, n);
+        puts_(b, "\n");
+        s += n + (e ? 1 : 0);
+    }
+}
+
 /* A YAML double-quoted scalar: object names may hold anything a file name can. */
 static void put_quoted(sbuf *b, const char *s)
 {
@@ -66,17 +87,7 @@ mmd_status mmd_materials_yaml_write(const char *path, const mmd_scene *scene, co
                                     double frequency_hz, const char *comment)
 {
     sbuf b = {0};
-    if (comment) {
-        const char *s = comment;
-        while (*s) {
-            const char *e = strchr(s, '\n');
-            size_t n = e ? (size_t)(e - s) : strlen(s);
-            puts_(&b, "# ");
-            put(&b, s, n);
-            puts_(&b, "\n");
-            s += n + (e ? 1 : 0);
-        }
-    }
+    put_comment(&b, comment);
     char num[40];
     mmd_fmt_double(num, frequency_hz);
     puts_(&b, "format: " MATERIALS_FORMAT "\nmodel: per_object\nfrequency_hz: ");
@@ -96,13 +107,7 @@ mmd_status mmd_materials_yaml_write(const char *path, const mmd_scene *scene, co
         snprintf(num, sizeof num, "    alpha_r: %d\n", m->alpha_r);
         puts_(&b, num);
     }
-    if (b.bad) {
-        free(b.p);
-        return mmd_error(MMD_ERR_NOMEM, "%s: out of memory", path);
-    }
-    mmd_status st = mmd_write_file_atomic(path, b.p, b.n);
-    free(b.p);
-    return st;
+    return finish(&b, path);
 }
 
 /* A plain number node, or 0. */
@@ -257,17 +262,7 @@ mmd_status mmd_geometry_yaml_write(const char *path, const char *object, const d
                                    const char *comment)
 {
     sbuf b = {0};
-    if (comment) {
-        const char *s = comment;
-        while (*s) {
-            const char *e = strchr(s, '\n');
-            size_t n = e ? (size_t)(e - s) : strlen(s);
-            puts_(&b, "# ");
-            put(&b, s, n);
-            puts_(&b, "\n");
-            s += n + (e ? 1 : 0);
-        }
-    }
+    put_comment(&b, comment);
     puts_(&b, "format: " GEOMETRY_FORMAT "\nobject: ");
     put_quoted(&b, object);
     puts_(&b, "\n# x' = R_y(a_y) R_x(a_x) (x - centroid) + centroid + translation, for every vertex x of the object\n");
@@ -277,13 +272,7 @@ mmd_status mmd_geometry_yaml_write(const char *path, const char *object, const d
     char line[160];
     snprintf(line, sizeof line, "# rotation about x, y: %.4f, %.4f deg\n", p[3] * 180.0 / M_PI, p[4] * 180.0 / M_PI);
     puts_(&b, line);
-    if (b.bad) {
-        free(b.p);
-        return mmd_error(MMD_ERR_NOMEM, "%s: out of memory", path);
-    }
-    mmd_status st = mmd_write_file_atomic(path, b.p, b.n);
-    free(b.p);
-    return st;
+    return finish(&b, path);
 }
 
 static mmd_status read_vec(const char *path, const mmd_ynode *root, const char *key, double *v, int n, double lim)
