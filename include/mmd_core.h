@@ -121,6 +121,12 @@ char *mmd_path_join(const char *base, const char *rel, int base_is_file);
 /* Monotonic wall clock in seconds. */
 double mmd_now(void);
 
+/* Length of the valid UTF-8 sequence at s (1..4), or 0 where it is invalid (overlong
+ * forms, surrogates, code points above U+10FFFF, a sequence cut by the terminator). */
+int mmd_utf8_len(const unsigned char *s);
+/* 1 when the whole string is valid UTF-8. */
+int mmd_utf8_valid(const char *s);
+
 /* Number of hardware threads to use for host-side parallel work (MMDIFF_THREADS
  * overrides; at least 1). */
 int mmd_num_threads(void);

@@ -455,6 +455,14 @@ static void test_errors(void)
     const char *set_syntax[] = {"solver.rays"};
     expect_error("set_syntax.yaml", MINIMAL, set_syntax, 1, MMD_ERR_INVALID,
                  "--set solver.rays: expected KEY=VALUE", NULL);
+    /* found by fuzz_experiment: a key with a byte that is not UTF-8 became a material name
+     * the resolved YAML could not load back */
+    const char *set_utf8[] = {"scene.materials.n\xf8\xf8.itu=wood"};
+    expect_error("set_utf8.yaml", MINIMAL, set_utf8, 1, MMD_ERR_INVALID,
+                 "--set: the key (before '=') has an invalid UTF-8 byte at byte 18", NULL);
+    const char *set_ctrl[] = {"scene.materials.n\x01.itu=wood"};
+    expect_error("set_ctrl.yaml", MINIMAL, set_ctrl, 1, MMD_ERR_INVALID,
+                 "--set: the key (before '=') has a control character at byte 18", NULL);
     const char *set_yaml[] = {"tx.position_m=[1, 2"};
     expect_error("set_yaml.yaml", MINIMAL, set_yaml, 1, MMD_ERR_PARSE, "--set tx.position_m=[1, 2: ",
                  "flow", NULL);

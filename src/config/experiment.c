@@ -1326,8 +1326,22 @@ static mmd_status apply_set(mmd_ynode *root, const char *arg)
         free(origin);
         return st;
     }
-    /* Key: "a.b[2].c" is read as "a.b.2.c"; surrounding spaces are ignored. */
+    /* Key: "a.b[2].c" is read as "a.b.2.c"; surrounding spaces are ignored. The value goes
+     * through libyaml, which checks its encoding; the key does not, and a key becomes a
+     * name in the resolved YAML, which must load back (found by fuzz_experiment). */
     size_t klen = (size_t)(eq - arg);
+    for (size_t i = 0; i < klen; i++) {
+        unsigned char ch = (unsigned char)arg[i];
+        int n = mmd_utf8_len((const unsigned char *)arg + i);
+        if (ch < 0x20 || ch == 0x7f || !n || i + (size_t)n > klen) {
+            st = mmd_error(MMD_ERR_INVALID, "--set: the key (before '=') has %s at byte %zu; expected printable UTF-8 "
+                           "text such as scene.materials.concrete.eps_r",
+                           n ? "a control character" : "an invalid UTF-8 byte", i + 1);
+            free(origin);
+            return st;
+        }
+        i += (size_t)n - 1;
+    }
     char *key = mmd_malloc(klen + 1, 1, "override key");
     if (!key) { free(origin); return MMD_ERR_NOMEM; }
     size_t kn = 0;

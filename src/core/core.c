@@ -396,3 +396,33 @@ mmd_status mmd_mkdirs(const char *path)
         return mmd_error(MMD_ERR_IO, "%s: exists and is not a directory", path);
     return MMD_OK;
 }
+
+int mmd_utf8_len(const unsigned char *s)
+{
+    unsigned c = s[0];
+    if (c < 0x80) return 1;
+    int n;
+    unsigned cp;
+    if (c >= 0xc2 && c <= 0xdf) { n = 2; cp = c & 0x1f; }
+    else if (c >= 0xe0 && c <= 0xef) { n = 3; cp = c & 0x0f; }
+    else if (c >= 0xf0 && c <= 0xf4) { n = 4; cp = c & 0x07; }
+    else return 0;
+    for (int k = 1; k < n; k++) {
+        if ((s[k] & 0xc0) != 0x80) return 0; /* also stops at the NUL terminator */
+        cp = cp << 6 | (s[k] & 0x3f);
+    }
+    if ((n == 3 && cp < 0x800) || (n == 4 && (cp < 0x10000 || cp > 0x10ffff)) ||
+        (cp >= 0xd800 && cp <= 0xdfff))
+        return 0;
+    return n;
+}
+
+int mmd_utf8_valid(const char *s)
+{
+    for (const unsigned char *p = (const unsigned char *)s; *p;) {
+        int n = mmd_utf8_len(p);
+        if (!n) return 0;
+        p += n;
+    }
+    return 1;
+}

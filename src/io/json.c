@@ -171,28 +171,6 @@ void mmd_json_begin_array(mmd_json *j) { begin(j, 'a', 0); }
 void mmd_json_begin_array_inline(mmd_json *j) { begin(j, 'a', 1); }
 void mmd_json_end_array(mmd_json *j) { end(j, 'a'); }
 
-/* Length of a valid UTF-8 sequence at s (1..4), or 0 if invalid (overlong forms,
- * surrogates and code points above U+10FFFF are invalid). */
-static int utf8_len(const unsigned char *s)
-{
-    unsigned c = s[0];
-    if (c < 0x80) return 1;
-    int n;
-    unsigned cp;
-    if (c >= 0xc2 && c <= 0xdf) { n = 2; cp = c & 0x1f; }
-    else if (c >= 0xe0 && c <= 0xef) { n = 3; cp = c & 0x0f; }
-    else if (c >= 0xf0 && c <= 0xf4) { n = 4; cp = c & 0x07; }
-    else return 0;
-    for (int k = 1; k < n; k++) {
-        if ((s[k] & 0xc0) != 0x80) return 0; /* also stops at the NUL terminator */
-        cp = cp << 6 | (s[k] & 0x3f);
-    }
-    if ((n == 3 && cp < 0x800) || (n == 4 && (cp < 0x10000 || cp > 0x10ffff)) ||
-        (cp >= 0xd800 && cp <= 0xdfff))
-        return 0;
-    return n;
-}
-
 static void put_string(mmd_json *j, const char *s)
 {
     put(j, "\"", 1);
@@ -220,7 +198,7 @@ static void put_string(mmd_json *j, const char *s)
             p++;
             continue;
         }
-        int n = utf8_len(p);
+        int n = mmd_utf8_len(p);
         if (n) {
             put(j, (const char *)p, (size_t)n);
             p += n;
