@@ -351,6 +351,26 @@ static mmd_status upload_theta(mmd_calib *c)
     return st;
 }
 
+/* The field's input box: a point x maps to (x - lo) * sc3 - 1, the scene box onto [-1, 1]. */
+static void field_box(const mmd_scene *sc, float lo[3], float sc3[3])
+{
+    for (int k = 0; k < 3; k++) {
+        double ext = (double)sc->bbox_max[k] - sc->bbox_min[k];
+        lo[k] = sc->bbox_min[k];
+        sc3[k] = (float)(ext > 0 ? 2.0 / ext : 0.0);
+    }
+}
+
+/* Triangle t's centroid as a field input (train.field_at: triangle, coverage). */
+static void tri_field_input(const mmd_scene *sc, size_t t, const float lo[3], const float sc3[3], float out[3])
+{
+    for (int q = 0; q < 3; q++) {
+        float ctr = 0.0f;
+        for (int j = 0; j < 3; j++) ctr += sc->vertices[3 * (size_t)sc->indices[3 * t + j] + q];
+        out[q] = (ctr / 3.0f - lo[q]) * sc3[q] - 1.0f;
+    }
+}
+
 /* Neural model: the field at every recorded hit point of the pose into d_vtheta (the
  * activations stay for mmd_mlp_backward). */
 /* train.field_at: triangle. The triangles the pose's records touch, in ascending id
@@ -383,11 +403,7 @@ static mmd_status eval_field_triangles(mmd_calib *c, cl_mem rec, cl_uint nv, con
     for (uint32_t t = 0; t < nt; t++) {
         if (c->stamp[t] != 0) continue;
         c->stamp[t] = (uint32_t)n_u;
-        for (int q = 0; q < 3; q++) {
-            float ctr = 0.0f;
-            for (int j = 0; j < 3; j++) ctr += sc->vertices[3 * (size_t)sc->indices[3 * (size_t)t + j] + q];
-            pos[3 * n_u + q] = (ctr / 3.0f - lo[q]) * sc3[q] - 1.0f;
-        }
+        tri_field_input(sc, t, lo, sc3, pos + 3 * n_u);
         n_u++;
     }
     for (cl_uint v = 0; v < nv; v++) c->h_map[v] = c->h_tri[v] < nt ? c->stamp[c->h_tri[v]] : 0xffffffffu;
@@ -449,11 +465,7 @@ static mmd_status eval_field(mmd_calib *c, cl_mem rec)
     const mmd_scene *sc = s->scene;
     cl_uint nv = (cl_uint)((size_t)s->params.n_rays * s->params.max_depth);
     float lo[3], sc3[3];
-    for (int k = 0; k < 3; k++) {
-        double ext = (double)sc->bbox_max[k] - sc->bbox_min[k];
-        lo[k] = sc->bbox_min[k];
-        sc3[k] = (float)(ext > 0 ? 2.0 / ext : 0.0);
-    }
+    field_box(sc, lo, sc3);
     if (c->o.field_at_triangle) return eval_field_triangles(c, rec, nv, lo, sc3);
     cl_kernel k = c->k_pos;
     cl_int err = clSetKernelArg(k, 0, sizeof(cl_mem), &rec);
@@ -1199,23 +1211,13 @@ mmd_status mmd_calib_triangle_materials(mmd_calib *c, mmd_material *out)
     size_t nt = sc->n_triangles;
     for (size_t t = 0; t < nt; t++) out[t] = s->materials[sc->tri_object[t]];
     if (!c->mlp || !nt) return MMD_OK;
-    /* the field's inputs as eval_field_triangles makes them: centroids, normalised to the
-     * scene's box */
+    /* the field's inputs as eval_field_triangles makes them */
     float lo[3], sc3[3];
-    for (int k = 0; k < 3; k++) {
-        double ext = (double)sc->bbox_max[k] - sc->bbox_min[k];
-        lo[k] = sc->bbox_min[k];
-        sc3[k] = (float)(ext > 0 ? 2.0 / ext : 0.0);
-    }
+    field_box(sc, lo, sc3);
     float *pos = mmd_malloc(nt, 3 * sizeof *pos, "field inputs");
     cl_float4 *th = mmd_malloc(nt, sizeof *th, "field values");
     mmd_status st = pos && th ? MMD_OK : MMD_ERR_NOMEM;
-    for (size_t t = 0; st == MMD_OK && t < nt; t++)
-        for (int q = 0; q < 3; q++) {
-            float ctr = 0.0f;
-            for (int j = 0; j < 3; j++) ctr += sc->vertices[3 * (size_t)sc->indices[3 * t + j] + q];
-            pos[3 * t + q] = (ctr / 3.0f - lo[q]) * sc3[q] - 1.0f;
-        }
+    for (size_t t = 0; st == MMD_OK && t < nt; t++) tri_field_input(sc, t, lo, sc3, pos + 3 * t);
     cl_mem d_pos = NULL, d_th = NULL;
     if (st == MMD_OK) st = mmd_cl_buffer(s->cl, CL_MEM_READ_ONLY, nt * 3 * sizeof(float), pos, "field inputs", &d_pos);
     if (st == MMD_OK) st = mmd_cl_buffer(s->cl, CL_MEM_READ_WRITE, nt * sizeof(cl_float4), NULL, "field values", &d_th);
